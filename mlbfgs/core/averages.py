@@ -1,0 +1,45 @@
+"""Momentum averages of parameters and gradients, Eq (5).
+
+.. math::
+    M_{\\theta_t} = \\beta M_{\\theta_{t-1}} + (1-\\beta)\\,\\theta_t, \\qquad
+    M_{g_t} = \\beta M_{g_{t-1}} + (1-\\beta)\\,g_t
+
+At the first step the averages start at theta_1 and g_1 (Algorithm 1, line 1), so they
+carry no zero-start bias and need no correction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .kernels import Kernels
+from .types import Array, Namespace
+
+
+@dataclass
+class MomentumAverages:
+    """M_theta and M_g of one block, plus their snapshot from the last curvature boundary."""
+
+    theta: Array
+    grad: Array
+    snapshot_theta: Array | None = None
+    snapshot_grad: Array | None = None
+
+    @classmethod
+    def start(cls, xp: Namespace, theta: Array, g: Array) -> MomentumAverages:
+        """Algorithm 1, line 1: M_theta = theta_1, M_g = g_1."""
+        return cls(theta=xp.asarray(theta, copy=True), grad=xp.asarray(g, copy=True))
+
+    def update(self, theta: Array, g: Array, beta: float, kernels: Kernels) -> None:
+        """Eq (5), in place."""
+        kernels.lerp_(self.theta, theta, 1.0 - beta)
+        kernels.lerp_(self.grad, g, 1.0 - beta)
+
+    def take_snapshot(self, xp: Namespace) -> None:
+        """Remember M_theta and M_g at a curvature boundary t = kT for Eq (6) at t + T."""
+        if self.snapshot_theta is None or self.snapshot_grad is None:
+            self.snapshot_theta = xp.asarray(self.theta, copy=True)
+            self.snapshot_grad = xp.asarray(self.grad, copy=True)
+        else:
+            self.snapshot_theta[...] = self.theta
+            self.snapshot_grad[...] = self.grad

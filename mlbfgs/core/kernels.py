@@ -1,0 +1,46 @@
+"""The few O(n) element-wise and matrix-vector operations on the step's hot path.
+
+The core calls these through a :class:`Kernels` object so that a backend can replace any
+of them with a fused fast path (``mlbfgs.backends``) while this generic version, written
+only against the array API standard, stays the reference every fast path is tested
+against.
+"""
+
+from __future__ import annotations
+
+from .types import Array, Namespace
+
+
+class Kernels:
+    """Generic array-API implementations of the hot-path operations."""
+
+    def __init__(self, xp: Namespace) -> None:
+        self.xp = xp
+
+    def lerp_(self, average: Array, x: Array, weight: float) -> None:
+        """In place: ``average <- (1 - weight) * average + weight * x``."""
+        average *= 1.0 - weight
+        average += weight * x
+
+    def heavy_ball_(self, buffer: Array, direction: Array, momentum: float) -> None:
+        """In place: ``buffer <- momentum * buffer + direction``."""
+        buffer *= momentum
+        buffer += direction
+
+    def project(self, pairs: Array, g: Array) -> Array:
+        """``pairs @ g``: the 2M inner products of g with every stored s and y_hat."""
+        return self.xp.matmul(pairs, g)
+
+    def combine(self, pairs: Array, coefficients: Array, gamma: float, g: Array) -> Array:
+        """``gamma * g + pairs^T @ coefficients``: the second product of the compact form."""
+        out = self.xp.matmul(coefficients, pairs)
+        out += gamma * g
+        return out
+
+    def descend(self, theta: Array, direction: Array, lr: float) -> Array:
+        """``theta - lr * direction`` as a new array (Eq (2))."""
+        return theta - lr * direction
+
+    def squared_norm(self, x: Array) -> Array:
+        """``x^T x`` as a 0-d array; non-finite iff x holds a non-finite entry (or overflows)."""
+        return self.xp.vecdot(x, x)

@@ -1,0 +1,248 @@
+"""``MLBFGS``: the orchestrator that applies Algorithm 1 to a list of arrays.
+
+It owns no mathematics: it checks inputs, gathers each curvature block into flat
+vectors, certifies the gradients finite, calls :func:`mlbfgs.core.block_step` for the
+blocks this process owns, and writes the results back into the caller's arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from array_api_compat import device
+
+from .backends import kernels_for
+from .checkpoint import as_ints, decode_block, encode_block
+from .comm import Communicator, SingleProcessComm
+from .core import (
+    BlockState,
+    CurvatureHistory,
+    MLBFGSConfig,
+    apply_weight_decay,
+    balanced_partition,
+    block_step,
+    validate_partition,
+)
+from .core.types import Array
+from .layout import BlockLayout
+from .validation import LearningRate, check_grads, check_lr, check_params, lr_at
+
+FORMAT_VERSION = 1
+NonFinitePolicy = Literal["skip", "raise"]
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """Raised by ``step`` under ``on_nonfinite="raise"``; nothing was changed."""
+
+
+class MLBFGS:
+    """Momentum-based, damped, block-diagonal stochastic L-BFGS (Niu et al.).
+
+    ``params`` is a list of arrays of any array-API library, updated in place by
+    ``step(grads)``. The hyperparameter names and defaults follow the paper (Table 5);
+    see ``docs/algorithm.md``. ``on_nonfinite`` chooses what a block does when its
+    gradient holds a NaN or infinity: ``"skip"`` (default) leaves that block's parameters
+    and state untouched for the step and counts it in ``stats()``; ``"raise"`` raises
+    :class:`NonFiniteGradientError` before anything changes.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[Array],
+        lr: LearningRate = 0.1,
+        history: int = 10,
+        update_every: int = 50,
+        hessian_momentum: float = 0.999,
+        tau0: float = 0.99,
+        sigma_low: float = 0.01,
+        sigma_high: float = 1.5,
+        damping: bool = True,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        warmup: int | None = None,
+        blocks: int | Sequence[Sequence[int]] | None = None,
+        comm: Communicator | None = None,
+        average_grads: bool = True,
+        on_nonfinite: NonFinitePolicy = "skip",
+    ) -> None:
+        self.params, self._xp = check_params(params)
+        self.lr = check_lr(lr)
+        if isinstance(update_every, int) and warmup is None:
+            warmup = 2 * update_every
+        self.config = MLBFGSConfig(
+            history=history,
+            update_every=update_every,
+            hessian_momentum=hessian_momentum,
+            tau0=tau0,
+            sigma_low=sigma_low,
+            sigma_high=sigma_high,
+            damping=damping,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            warmup=warmup,
+        )
+        if on_nonfinite not in ("skip", "raise"):
+            raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
+        if not isinstance(average_grads, bool):
+            raise TypeError(f"average_grads must be a bool, got {average_grads!r}")
+        self.on_nonfinite: NonFinitePolicy = on_nonfinite
+        self.average_grads = average_grads
+        self.comm: Communicator = comm if comm is not None else SingleProcessComm()
+        self._kernels = kernels_for(self._xp)
+
+        partition = self._partition(blocks)
+        self.layouts = [BlockLayout.of(b, idx, self.params) for b, idx in enumerate(partition)]
+        self.owned = list(range(len(self.layouts)))
+        self._blocks = {b: self._fresh_block(b) for b in self.owned}
+        self._step = 0
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _partition(self, blocks: int | Sequence[Sequence[int]] | None) -> list[list[int]]:
+        count = len(self.params)
+        if blocks is None:
+            blocks = min(self.comm.size, count)
+        if isinstance(blocks, bool):
+            raise TypeError("blocks must be None, an int or a list of index lists, not a bool")
+        if isinstance(blocks, int):
+            sizes = [math.prod(int(d) for d in p.shape) for p in self.params]
+            return balanced_partition(sizes, blocks)
+        if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
+            raise TypeError(f"blocks must be None, an int or a list of index lists, got {blocks!r}")
+        return validate_partition(blocks, count)
+
+    def _fresh_block(self, b: int) -> BlockState:
+        layout, first = self.layouts[b], self.params[self.layouts[b].indices[0]]
+        history = CurvatureHistory.empty(
+            self._xp, self.config.history, layout.numel, first.dtype, device(first)
+        )
+        return BlockState(history=history)
+
+    # -- the step -------------------------------------------------------------------------
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken so far; the next ``step`` is step ``step_count + 1``."""
+        return self._step
+
+    def step(self, grads: Sequence[Array]) -> None:
+        """Apply one mL-BFGS step to ``params`` given their gradients."""
+        xp, kernels, config = self._xp, self._kernels, self.config
+        grads = check_grads(grads, self.params, xp)
+        t = self._step + 1
+        lr = lr_at(self.lr, t)
+
+        # Phase 1 changes nothing: flatten, weight decay, and the first reduction of the
+        # step, whose finiteness certifies the gradient (no extra pass over the data).
+        prepared = []
+        for b in self.owned:
+            block, layout = self._blocks[b], self.layouts[b]
+            theta = layout.gather(xp, self.params)
+            g = apply_weight_decay(layout.gather(xp, grads), theta, config.weight_decay)
+            projection = None
+            if block.preconditions(t, config):
+                projection = probe = kernels.project(block.history.pairs, g)
+            else:
+                probe = kernels.squared_norm(g)
+            prepared.append((b, theta, g, projection, probe))
+        finite = self._finite([probe for *_, probe in prepared])
+        if not all(finite) and self.on_nonfinite == "raise":
+            bad = [b for (b, *_), ok in zip(prepared, finite, strict=True) if not ok]
+            raise NonFiniteGradientError(
+                f"non-finite gradient (or overflow) in block(s) {bad}, parameters "
+                f"{[i for b in bad for i in self.layouts[b].indices]}; nothing was changed"
+            )
+
+        # Phase 2: Algorithm 1 for every block whose gradient is finite.
+        for (b, theta, g, projection, _), ok in zip(prepared, finite, strict=True):
+            block = self._blocks[b]
+            if not ok:
+                block.stats.skipped_steps += 1
+                continue
+            theta_next = block_step(block, theta, g, projection, t, lr, config, kernels)
+            self.layouts[b].scatter(xp, theta_next, self.params)
+        self._step = t
+
+    def _finite(self, probes: list[Array]) -> list[bool]:
+        """Per block, whether its probe is finite, with one host sync in the common case."""
+        xp = self._xp
+        if not probes:
+            return []
+        flags = [xp.all(xp.isfinite(probe)) for probe in probes]
+        if bool(xp.all(xp.stack(flags))):
+            return [True] * len(flags)
+        return [bool(flag) for flag in flags]
+
+    # -- introspection and checkpoints ----------------------------------------------------
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per owned block: pairs stored / pushed / rejected, last mu, tau, gamma, skips."""
+        result = []
+        for b in self.owned:
+            block = self._blocks[b]
+            result.append(
+                {
+                    "block": b,
+                    "pairs_stored": len(block.history),
+                    "pairs_pushed": block.stats.pairs_pushed,
+                    "pairs_rejected": block.stats.pairs_rejected,
+                    "mu": block.stats.mu,
+                    "tau": block.stats.tau,
+                    "gamma": block.form.gamma if block.form is not None else math.nan,
+                    "skipped_steps": block.stats.skipped_steps,
+                }
+            )
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot of the optimizer: a flat ``str -> array | scalar`` dict (no pickles).
+
+        Arrays are copies in the parameters' own library and device; the learning rate is
+        not included (a callable cannot be saved without pickling).
+        """
+        state: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "step": self._step,
+            **self._structure(),
+        }
+        for b in self.owned:
+            state.update(encode_block(self._xp, f"block{b}.", self._blocks[b]))
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict`` (also one read back with ``numpy.load``).
+
+        The partition, history length and parameter sizes must match this optimizer;
+        hyperparameters are this optimizer's own. Everything is checked before anything
+        changes, so a failed load leaves the optimizer as it was.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping from a state_dict, got {type(state)}")
+        try:
+            version = int(state["format_version"])
+            for key, expected in self._structure().items():
+                if as_ints(state[key]) != as_ints(expected):
+                    raise ValueError(
+                        f"state[{key!r}] is {as_ints(state[key])}, this optimizer has {expected}"
+                    )
+            step = int(state["step"])
+            blocks = {
+                b: decode_block(self._xp, f"block{b}.", state, self._fresh_block(b))
+                for b in self.owned
+            }
+        except KeyError as missing:
+            raise KeyError(f"state is missing {missing}; is it from MLBFGS.state_dict()?") from None
+        if version != FORMAT_VERSION or step < 0:
+            raise ValueError(f"state has format_version {version} and step {step}")
+        self._blocks, self._step = blocks, step
+
+    def _structure(self) -> dict[str, Any]:
+        """What a checkpoint must share with this optimizer to be loaded into it."""
+        return {
+            "history": self.config.history,
+            "partition.indices": [i for layout in self.layouts for i in layout.indices],
+            "partition.sizes": [len(layout.indices) for layout in self.layouts],
+            "param_sizes": [math.prod(int(d) for d in p.shape) for p in self.params],
+        }

@@ -1,0 +1,79 @@
+"""Input checks that run before the optimizer changes anything.
+
+Every check raises with a message that names the argument (and index), so that a bad
+call leaves parameters and optimizer state exactly as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from array_api_compat import array_namespace, device, is_array_api_obj
+
+from .core.types import Array, Namespace
+
+LearningRate = float | Callable[[int], float]
+
+
+def check_params(params: object) -> tuple[list[Array], Namespace]:
+    """A non-empty list of floating-point arrays of one namespace; returns it and xp."""
+    if is_array_api_obj(params) or not isinstance(params, Sequence) or not params:
+        raise TypeError("params must be a non-empty list of arrays (not a single array)")
+    arrays = list(params)
+    for i, p in enumerate(arrays):
+        if not is_array_api_obj(p):
+            raise TypeError(f"params[{i}] is a {type(p).__name__}, not an array")
+    try:
+        xp = array_namespace(*arrays)
+    except TypeError as error:
+        raise TypeError(f"params must all come from one array library: {error}") from None
+    for i, p in enumerate(arrays):
+        if not xp.isdtype(p.dtype, "real floating"):
+            raise TypeError(f"params[{i}] has dtype {p.dtype}; mL-BFGS needs real floating point")
+    return arrays, xp
+
+
+def check_grads(grads: object, params: Sequence[Array], xp: Namespace) -> list[Array]:
+    """Gradients that match the parameters in count, kind, shape, dtype and device."""
+    if is_array_api_obj(grads) or not isinstance(grads, Sequence):
+        raise TypeError("grads must be a list of arrays, one per parameter")
+    if len(grads) != len(params):
+        raise ValueError(f"grads has {len(grads)} arrays but there are {len(params)} params")
+    for i, (g, p) in enumerate(zip(grads, params, strict=True)):
+        if not is_array_api_obj(g):
+            raise TypeError(f"grads[{i}] is a {type(g).__name__}, not an array")
+        try:
+            array_namespace(g, p)
+        except TypeError:
+            raise TypeError(
+                f"grads[{i}] comes from another array library than params[{i}]"
+            ) from None
+        if tuple(g.shape) != tuple(p.shape):
+            raise ValueError(f"grads[{i}] has shape {tuple(g.shape)}, params[{i}] {tuple(p.shape)}")
+        if g.dtype != p.dtype:
+            raise TypeError(f"grads[{i}] has dtype {g.dtype}, params[{i}] {p.dtype}")
+        if device(g) != device(p):
+            raise ValueError(f"grads[{i}] is on {device(g)}, params[{i}] on {device(p)}")
+    return list(grads)
+
+
+def check_lr(lr: object) -> LearningRate:
+    """A finite float >= 0, or a callable ``t -> float`` (checked at every step)."""
+    if callable(lr):
+        return lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+        raise ValueError(f"lr must be a finite number >= 0 or a callable t -> lr, got {lr!r}")
+    return float(lr)
+
+
+def lr_at(lr: LearningRate, t: int) -> float:
+    """The learning rate for step t, checked before the step changes anything."""
+    value = lr(t) if callable(lr) else lr
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"lr({t}) returned {value!r}, not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"lr({t}) returned {value!r}; it must be finite and >= 0")
+    return value
