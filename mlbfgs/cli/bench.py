@@ -1,0 +1,176 @@
+"""``mlbfgs bench``: the step's cost as ratios measured in one run.
+
+(1) ``H g`` by the compact form (what ``step`` uses) against the classic two-loop
+recursion, and its effective bandwidth (bytes = 4 M n itemsize) against ``np.copyto``'s
+measured copy bandwidth (bytes = read + write); (2) a whole training iteration (forward,
+backward, step) of the demo model with mL-BFGS against SGD with momentum; (3) the
+optimizer's peak NumPy memory against the ``2 M n`` values of its history.
+Targets: compact >= 3x the two-loop and >= 70% of copy bandwidth at n = 2e6, M = 10,
+float32; mL-BFGS iteration <= 1.15x SGD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import Any
+
+from .common import add_common, progress, table
+
+FULL_SIZES = [100_000, 1_000_000, 2_000_000, 10_000_000]
+FULL_HISTORIES = [5, 10, 20]
+TARGET = (2_000_000, 10)
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "bench",
+        help="preconditioner vs two-loop vs bandwidth; iteration vs SGD; memory vs 2Mn",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--parts", default="1,2,3", help="which parts to run, e.g. 1,3 (default 1,2,3)"
+    )
+    parser.add_argument("--max-n", type=float, default=1e7, help="largest n in part (1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in part (2)")
+    add_common(parser, "tiny sizes for tests")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or not parts <= {"1", "2", "3"}:
+        raise ValueError(f"--parts must list some of 1, 2, 3; got {args.parts!r}")
+    if "1" in parts:
+        preconditioner(args)
+    if "2" in parts:
+        iteration(args)
+    if "3" in parts:
+        memory(args)
+    return 0
+
+
+def preconditioner(args: argparse.Namespace) -> None:
+    from ..experiments.bench import copy_bandwidth, preconditioner_row
+
+    sizes = [1_000, 20_000] if args.quick else [n for n in FULL_SIZES if n <= args.max_n]
+    histories = [2, 5] if args.quick else FULL_HISTORIES
+    bandwidth = copy_bandwidth(4 << 20 if args.quick else 256 << 20)
+    print(
+        f"(1) preconditioner H g, float32; copy bandwidth (np.copyto, read + write): "
+        f"{bandwidth / 1e9:.2f} GB/s"
+    )
+    rows, results = [], []
+    with progress(len(sizes) * len(histories), "preconditioner") as update:
+        for n in sizes:
+            for m in histories:
+                repeats = 3 if n * m >= 50_000_000 else 7
+                r = preconditioner_row(n, m, bandwidth, repeats)
+                results.append(r)
+                rows.append(
+                    [
+                        f"{n:.0e}".replace("e+0", "e"),
+                        m,
+                        1e3 * r.compact_s,
+                        1e3 * r.two_loop_s,
+                        r.speedup,
+                        r.bandwidth_fraction,
+                        r.max_rel_diff,
+                    ]
+                )
+                update(1)
+    print(
+        table(
+            [
+                "n",
+                "M",
+                "compact ms",
+                "two-loop ms",
+                "two-loop / compact",
+                "compact / copy bandwidth",
+                "max rel diff",
+            ],
+            rows,
+        )
+    )
+    at = [r for r in results if (r.n, r.m) == TARGET]
+    if at:
+        r = at[0]
+        print(
+            f"target at n=2e6, M=10: two-loop/compact = {r.speedup:.2f} (>= 3: "
+            f"{'met' if r.speedup >= 3 else 'MISSED'}), bandwidth fraction = "
+            f"{r.bandwidth_fraction:.2f} (>= 0.70: "
+            f"{'met' if r.bandwidth_fraction >= 0.7 else 'MISSED'})"
+        )
+    print()
+
+
+def iteration(args: argparse.Namespace) -> None:
+    import torch
+
+    from ..data import load
+    from ..experiments.models import parameter_count, seeded_model
+    from ..experiments.training import recommended_specs, time_iterations
+
+    torch.set_num_threads(args.threads)
+    dataset = load("digits")
+    specs = [s for s in recommended_specs() if s.label in ("mL-BFGS", "SGD")]
+    mlbfgs_spec = specs[0]
+    warmup = 3 * int(mlbfgs_spec.options["update_every"]) + 1
+    rounds, per_round = (3, 3) if args.quick else (15, 40)
+    batch = 64
+    params = parameter_count(seeded_model(dataset.image_shape, dataset.classes, 0))
+    with progress(1, "iteration") as update:
+        times = time_iterations(
+            specs,
+            dataset,
+            batch_size=batch,
+            warmup_steps=warmup,
+            rounds=rounds,
+            per_round=per_round,
+        )
+        update(1)
+    ours, sgd = statistics.median(times["mL-BFGS"]), statistics.median(times["SGD"])
+    ratios = [a / b for a, b in zip(times["mL-BFGS"], times["SGD"], strict=True)]
+    print(
+        f"(2) whole iteration (forward, backward, step), demo CNN ({params} parameters), "
+        f"digits, batch {batch}, torch threads {args.threads}; {rounds} interleaved rounds "
+        f"of {per_round} iterations after {warmup} warm-up steps"
+    )
+    print(
+        table(
+            ["optimizer", "median ms / iteration", "ratio to SGD"],
+            [
+                ["SGD (momentum 0.9)", 1e3 * sgd, 1.0],
+                [mlbfgs_spec.describe(), 1e3 * ours, ours / sgd],
+            ],
+        )
+    )
+    print(
+        f"per-round ratios: min {min(ratios):.3f}, median {statistics.median(ratios):.3f}, "
+        f"max {max(ratios):.3f}; target <= 1.15: "
+        f"{'met' if statistics.median(ratios) <= 1.15 else 'MISSED'}"
+    )
+    print()
+
+
+def memory(args: argparse.Namespace) -> None:
+    from ..experiments.bench import memory_row
+
+    n = 10_000 if args.quick else 1_000_000
+    histories = [2, 5] if args.quick else FULL_HISTORIES
+    rows = []
+    with progress(len(histories), "memory") as update:
+        for m in histories:
+            r = memory_row(n, m)
+            rows.append(
+                [n, m, r.peak_bytes / 1e6, r.history_bytes / 1e6, r.peak_ratio, r.state_ratio]
+            )
+            update(1)
+    print(
+        "(3) optimizer memory (NumPy, float32, one block; tracemalloc of everything the "
+        "optimizer allocates, parameters and gradients excluded)"
+    )
+    print(table(["n", "M", "peak MB", "2Mn MB", "peak / 2Mn", "kept after step / 2Mn"], rows))
+    print()

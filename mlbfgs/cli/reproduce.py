@@ -1,0 +1,169 @@
+"""``mlbfgs reproduce fig1|ablation``: the paper's Figure 1 and Figure 5, on NumPy.
+
+``fig1``: a noisy quadratic (Section 3.1) optimised by SGD, vanilla stochastic L-BFGS,
+L-BFGS with momentum on the curvature statistics and the exact second-order step.
+``ablation``: mL-BFGS with momentum and damping, momentum only, damping only and neither,
+on a NumPy MLP trained on scikit-learn's digits (the paper uses ResNet-18/CIFAR-10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import add_common, out_dir, progress, pyplot, save, table
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "reproduce",
+        help="the paper's Figure 1 (noisy quadratic) and Figure 5 (ablation)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("figure", choices=["fig1", "ablation"])
+    parser.add_argument("--seeds", type=int, help="fig1: noise sequences averaged (default 50)")
+    parser.add_argument("--iterations", type=int, help="default 50 (fig1), 600 (ablation)")
+    parser.add_argument("--condition", type=float, default=1.0, help="fig1: B = diag(1, 1/c)")
+    parser.add_argument("--sigma", type=float, default=0.2, help="fig1: gradient noise")
+    parser.add_argument("--lr", type=float, help="ablation: base lr (0.05); fig1: 2nd-order lr")
+    parser.add_argument("--batch-size", type=int, default=16, help="ablation: batch size")
+    parser.add_argument("--update-every", type=int, help="ablation: T (default 10)")
+    add_common(parser, "tiny run for tests")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return fig1(args) if args.figure == "fig1" else ablation(args)
+
+
+def fig1(args: argparse.Namespace) -> int:
+    from ..experiments.quadratic import METHODS, QuadraticSetup, losses
+    from ..experiments.quadratic import run as trajectories
+
+    iterations = args.iterations or (10 if args.quick else 50)
+    seeds = args.seeds or (3 if args.quick else 50)
+    setup = QuadraticSetup(
+        condition=args.condition,
+        sigma=args.sigma,
+        iterations=iterations,
+        newton_lr=args.lr if args.lr is not None else 0.5,
+        sgd_lr=0.1,
+        history=2,
+    )
+    print(
+        f"noisy quadratic: B = diag(1, {1 / setup.condition:g}), sigma = {setup.sigma}, "
+        f"start {setup.start}, {iterations} iterations, {seeds} noise seeds; SGD lr "
+        f"{setup.sgd_lr}, second-order lr {setup.newton_lr}, M = {setup.history}, T = 1, "
+        f"beta = {setup.beta}, undamped"
+    )
+    with progress(seeds, "fig1") as update:
+        per_method: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
+        for seed in range(seeds):
+            for name, row in losses(setup, 1, first_seed=seed).items():
+                per_method[name].append(row[0])
+            update(1)
+    curves = {name: np.array(rows) for name, rows in per_method.items()}
+    checkpoints = sorted({min(c, iterations) for c in (5, 10, 25, iterations)})
+    rows = []
+    for name, values in curves.items():
+        worse = int(np.sum(np.max(values, axis=1) > values[:, 0]))
+        rows.append(
+            [name, *[float(np.median(values[:, c])) for c in checkpoints], f"{worse}/{seeds}"]
+        )
+    headers = ["method", *[f"median loss @ {c}" for c in checkpoints], "runs ever above start"]
+    print()
+    print(table(headers, rows))
+    paths = trajectories(setup, 0)
+    path = _plot_fig1(setup, paths, curves, out_dir(args.out) / "fig1.png")
+    print(f"\nplot: {path}")
+    return 0
+
+
+def _plot_fig1(setup: Any, paths: dict[str, Any], curves: dict[str, Any], path: Path) -> Path:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    span = 1.2 * max(abs(v) for v in setup.start)
+    grid = np.linspace(-span, span, 101)
+    gx, gy = np.meshgrid(grid, grid)
+    b = setup.curvature
+    axes[0].contour(gx, gy, 0.5 * (b[0] * gx**2 + b[1] * gy**2), levels=12, colors="0.85")
+    for name, trajectory in paths.items():
+        axes[0].plot(trajectory[:, 0], trajectory[:, 1], ".-", markersize=3, label=name)
+    axes[0].set_xlim(-span, span)
+    axes[0].set_ylim(-span, span)
+    axes[0].set_title("trajectories (seed 0)")
+    axes[0].legend(fontsize=7)
+    for name, values in curves.items():
+        axes[1].plot(np.median(values, axis=0), label=name)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("iteration")
+    axes[1].set_ylabel("loss (median over seeds)")
+    axes[1].grid(alpha=0.3)
+    return save(fig, path)
+
+
+def ablation(args: argparse.Namespace) -> int:
+    from ..data import load
+    from ..experiments.ablation import VARIANTS, run_ablation
+
+    iterations = args.iterations or (20 if args.quick else 600)
+    lr = args.lr if args.lr is not None else 0.05
+    dataset = load("digits")
+    if args.quick:
+        dataset = dataset.limited(200)
+    update_every = args.update_every or (2 if args.quick else 10)
+    options = {"update_every": update_every, "history": 10}
+    print(
+        f"{dataset.describe()}; NumPy MLP 64-32-10 (tanh); batch {args.batch_size}, "
+        f"{iterations} iterations, cosine lr from {lr}, T = {update_every}, M = 10, "
+        "beta = 0.999 where momentum is on"
+    )
+    with progress(len(VARIANTS) * iterations, "ablation") as update:
+        curves = run_ablation(
+            dataset,
+            iterations=iterations,
+            batch_size=args.batch_size,
+            lr=lr,
+            options=options,
+            eval_every=max(1, min(10, iterations // 5)),
+            progress=update,
+        )
+    rows = []
+    for curve in curves:
+        tail = [v for v in curve.loss[len(curve.loss) * 4 // 5 :] if math.isfinite(v)]
+        rows.append(
+            [
+                curve.label,
+                curve.loss[-1],
+                min(curve.loss),
+                float(np.std(tail)) if tail and not curve.diverged else math.nan,
+                curve.stats["pairs_pushed"],
+                curve.stats["pairs_rejected"],
+            ]
+        )
+    headers = ["variant", "final train loss", "best", "std of last 20%", "pairs", "rejected"]
+    print()
+    print(table(headers, rows))
+    path = _plot_ablation(curves, out_dir(args.out) / "ablation.png")
+    print(f"\nplot: {path}")
+    return 0
+
+
+def _plot_ablation(curves: list[Any], path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for curve in curves:
+        values = [v if math.isfinite(v) else np.nan for v in curve.loss]
+        ax.plot(curve.iterations, values, label=curve.label)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss")
+    ax.set_title("ablation: momentum and damping")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, path)

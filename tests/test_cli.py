@@ -1,0 +1,153 @@
+"""Every subcommand of the ``mlbfgs`` command line in its quick mode: table and PNG checked."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlbfgs.cli import main
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+
+def table_lines(text: str, header: str) -> list[list[str]]:
+    """The rows of the first Markdown table whose header line contains ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| ") and header in line)
+    found = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        found.append([c.strip() for c in line.strip("|").split("|")])
+    return found
+
+
+def rows(text: str, header: str) -> dict[str, list[str]]:
+    """The same table as {first cell: other cells}."""
+    return {cells[0]: cells[1:] for cells in table_lines(text, header)}
+
+
+def assert_png(path: Path) -> None:
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert float(np.std(image[..., :3])) > 0.01  # something was drawn
+    assert path.stat().st_size < 200_000
+
+
+def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    table = rows(out, "| optimizer")
+    assert list(table) == ["mL-BFGS", "SGD", "Adam", "L-BFGS"]
+    for label, cells in table.items():
+        iterations, _, final, accuracy, ms = cells
+        assert iterations == "not reached" or 1 <= int(iterations) <= 12, label
+        assert 0.0 < float(final) < 10.0 and 0.0 <= float(accuracy) <= 1.0
+        assert float(ms) > 0.0
+    # The quick run reaches preconditioning (T = 2): mL-BFGS differs from plain SGD.
+    assert table["mL-BFGS"][2] != table["SGD"][2]
+    assert_png(tmp_path / "demo.png")
+
+
+def test_demo_reads_a_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    from test_data import write_mnist
+
+    write_mnist(tmp_path, n_train=40, n_test=10)
+    code = main(["demo", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "mnist: 40 training and 10 test images, 1x28x28" in out
+    assert (tmp_path / "o" / "demo.png").is_file()
+
+
+def test_demo_bad_input_names_the_argument(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["demo", "--quick", "--data", "nope", "--out", str(tmp_path)]) == 2
+    assert "data must be one of" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--iterations", "0", "--out", str(tmp_path)]) == 2
+    assert "--iterations" in capsys.readouterr().err
+    assert not (tmp_path / "demo.png").exists()
+
+
+def test_reproduce_fig1_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "fig1", "--quick", "--out", str(tmp_path)]) == 0
+    table = rows(capsys.readouterr().out, "| method")
+    assert list(table) == ["SGD", "L-BFGS (vanilla)", "L-BFGS + momentum", "exact 2nd order"]
+    start_loss = 0.5 * (2.0**2 + 2.0**2)
+    for cells in table.values():
+        assert 0.0 <= float(cells[0]) < start_loss
+        assert re.fullmatch(r"\d+/3", cells[-1])
+    # Second-order steps beat SGD (lr 0.1) after 5 steps on this quadratic.
+    assert float(table["exact 2nd order"][0]) < float(table["SGD"][0])
+    assert_png(tmp_path / "fig1.png")
+
+
+def test_reproduce_ablation_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "ablation", "--quick", "--out", str(tmp_path)]) == 0
+    table = rows(capsys.readouterr().out, "| variant")
+    assert list(table) == [
+        "full (momentum + damping)",
+        "momentum only",
+        "damping only",
+        "neither (vanilla)",
+    ]
+    for cells in table.values():
+        assert int(cells[3]) + int(cells[4]) >= 5  # pairs formed every T = 2 steps
+    finals = {cells[0] for cells in table.values()}
+    assert len(finals) > 1  # the variants really differ
+    assert_png(tmp_path / "ablation.png")
+
+
+def test_bench_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    assert main(["bench", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"copy bandwidth .*: \d+\.\d+ GB/s", out)
+    pre = table_lines(out, "two-loop ms")
+    assert len(pre) == 4  # n in (1e3, 2e4) x M in (2, 5)
+    for cells in pre:
+        assert float(cells[4]) > 0 and float(cells[5]) > 0  # two-loop/compact, of bandwidth
+        assert float(cells[6]) < 1e-4  # compact form and two-loop agree
+    it = rows(out, "| optimizer")
+    assert float(it["SGD (momentum 0.9)"][1]) == 1.0
+    assert "ratio" in out and re.search(r"target <= 1.15: (met|MISSED)", out)
+    mem = table_lines(out, "peak MB")
+    assert len(mem) == 2
+    for cells in mem:
+        assert float(cells[4]) >= 1.0  # the history alone is 2 M n values
+
+
+def test_bench_rejects_unknown_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--quick", "--parts", "4"]) == 2
+    assert "--parts" in capsys.readouterr().err
+
+
+def test_info_and_module_entry_point_without_a_tty() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlbfgs", "info"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        check=True,
+    )
+    assert result.stdout.startswith("mlbfgs ")
+    assert "numpy" in result.stdout and "MPI:" in result.stdout and "GPUs:" in result.stdout
+    assert result.stderr == ""  # no progress bar or noise when stdout is not a terminal
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
