@@ -114,12 +114,13 @@ def test_bench_quick(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     assert main(["bench", "--quick"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"copy bandwidth .*: \d+\.\d+ GB/s", out)
+    assert re.search(r"BLAS threads .*, load average", out)
     pre = table_lines(out, "two-loop ms")
     assert len(pre) == 4  # n in (1e3, 2e4) x M in (2, 5)
     for cells in pre:
-        assert float(cells[4]) > 0 and float(cells[5]) > 0  # two-loop/compact, of bandwidth
-        assert float(cells[6]) < 1e-4  # compact form and two-loop agree
+        speedup, copy_gbs, fraction, diff = (float(c) for c in cells[4:8])
+        assert speedup > 0 and copy_gbs > 0 and fraction > 0
+        assert diff < 1e-4  # compact form and two-loop agree
     it = rows(out, "| optimizer")
     assert float(it["SGD (momentum 0.9)"][1]) == 1.0
     assert "ratio" in out and re.search(r"target <= 1.15: (met|MISSED)", out)

@@ -52,21 +52,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def preconditioner(args: argparse.Namespace) -> None:
-    from ..experiments.bench import copy_bandwidth, preconditioner_row
+    from ..experiments.bench import CopyProbe, preconditioner_row
 
     sizes = [1_000, 20_000] if args.quick else [n for n in FULL_SIZES if n <= args.max_n]
     histories = [2, 5] if args.quick else FULL_HISTORIES
-    bandwidth = copy_bandwidth(4 << 20 if args.quick else 256 << 20)
+    probe = CopyProbe(4 << 20 if args.quick else 256 << 20)
     print(
-        f"(1) preconditioner H g, float32; copy bandwidth (np.copyto, read + write): "
-        f"{bandwidth / 1e9:.2f} GB/s"
+        f"(1) preconditioner H g, float32; bytes = 4 M n 4; copy = np.copyto of "
+        f"{probe.src.nbytes >> 20} MiB (read + write), timed in turn; {_environment()}"
     )
     rows, results = [], []
     with progress(len(sizes) * len(histories), "preconditioner") as update:
         for n in sizes:
             for m in histories:
-                repeats = 3 if n * m >= 50_000_000 else 7
-                r = preconditioner_row(n, m, bandwidth, repeats)
+                rounds = 5 if n * m >= 50_000_000 else 15
+                r = preconditioner_row(n, m, probe, rounds)
                 results.append(r)
                 rows.append(
                     [
@@ -75,25 +75,14 @@ def preconditioner(args: argparse.Namespace) -> None:
                         1e3 * r.compact_s,
                         1e3 * r.two_loop_s,
                         r.speedup,
+                        r.copy_bandwidth / 1e9,
                         r.bandwidth_fraction,
                         r.max_rel_diff,
                     ]
                 )
                 update(1)
-    print(
-        table(
-            [
-                "n",
-                "M",
-                "compact ms",
-                "two-loop ms",
-                "two-loop / compact",
-                "compact / copy bandwidth",
-                "max rel diff",
-            ],
-            rows,
-        )
-    )
+    headers = ["n", "M", "compact ms", "two-loop ms", "two-loop / compact", "copy GB/s"]
+    print(table([*headers, "compact / copy bandwidth", "max rel diff"], rows))
     at = [r for r in results if (r.n, r.m) == TARGET]
     if at:
         r = at[0]
@@ -104,6 +93,23 @@ def preconditioner(args: argparse.Namespace) -> None:
             f"{'met' if r.bandwidth_fraction >= 0.7 else 'MISSED'})"
         )
     print()
+
+
+def _environment() -> str:
+    """What the timings depend on: BLAS threads and the load of the machine."""
+    import os
+
+    threads = "?"
+    try:
+        from threadpoolctl import threadpool_info
+
+        threads = ",".join(
+            str(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"
+        )
+    except ImportError:
+        pass
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"BLAS threads {threads}, {os.cpu_count()} CPUs, load average {load}"
 
 
 def iteration(args: argparse.Namespace) -> None:
@@ -117,7 +123,8 @@ def iteration(args: argparse.Namespace) -> None:
     dataset = load("digits")
     specs = [s for s in recommended_specs() if s.label in ("mL-BFGS", "SGD")]
     mlbfgs_spec = specs[0]
-    warmup = 3 * int(mlbfgs_spec.options["update_every"]) + 1
+    # Enough steps to fill the history, so the timed steps precondition with M pairs.
+    warmup = (int(mlbfgs_spec.options["history"]) + 3) * int(mlbfgs_spec.options["update_every"])
     rounds, per_round = (3, 3) if args.quick else (15, 40)
     batch = 64
     params = parameter_count(seeded_model(dataset.image_shape, dataset.classes, 0))
@@ -136,7 +143,7 @@ def iteration(args: argparse.Namespace) -> None:
     print(
         f"(2) whole iteration (forward, backward, step), demo CNN ({params} parameters), "
         f"digits, batch {batch}, torch threads {args.threads}; {rounds} interleaved rounds "
-        f"of {per_round} iterations after {warmup} warm-up steps"
+        f"of {per_round} iterations after {warmup} warm-up steps; {_environment()}"
     )
     print(
         table(

@@ -19,6 +19,7 @@ from .common import add_common, out_dir, progress, pyplot, save, table
 
 DEFAULTS = {"iterations": 400, "batch_size": 64, "target": 0.1, "eval_every": 10}
 QUICK = {"iterations": 12, "batch_size": 32, "target": 2.25, "eval_every": 4}
+LADDER = (1.0, 0.3, 0.1, 0.03, 0.01)
 QUICK_UPDATE_EVERY = 2  # so that the quick run preconditions after its 2T warm-up steps
 
 
@@ -49,6 +50,7 @@ def add_parser(sub: Any) -> None:
     group.add_argument("--update-every", type=int, default=None, help="T")
     group.add_argument("--history", type=int, default=None, help="M")
     group.add_argument("--hessian-momentum", type=float, default=None, help="beta of Eq (5)")
+    group.add_argument("--sigma-low", type=float, default=None, help="sigma_L of Eq (7)")
     add_common(parser, "tiny run for tests (a few iterations)")
     parser.set_defaults(run=run)
 
@@ -61,6 +63,7 @@ def _specs(args: argparse.Namespace) -> list[Any]:
         "update_every": args.update_every,
         "history": args.history,
         "hessian_momentum": args.hessian_momentum,
+        "sigma_low": args.sigma_low,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     result = []
@@ -68,9 +71,10 @@ def _specs(args: argparse.Namespace) -> list[Any]:
         lr = {"mlbfgs": args.lr, "sgd": args.sgd_lr, "adam": args.adam_lr}[spec.kind]
         options = dict(spec.options)
         if spec.kind == "mlbfgs":
-            options.update({k: v for k, v in changes.items() if k != "hessian_momentum"})
-            if spec.label == "mL-BFGS" and "hessian_momentum" in changes:
-                options["hessian_momentum"] = changes["hessian_momentum"]
+            mlbfgs_only = ("hessian_momentum", "sigma_low")  # vanilla L-BFGS keeps beta = 0
+            options.update({k: v for k, v in changes.items() if k not in mlbfgs_only})
+            if spec.label == "mL-BFGS":
+                options.update({k: v for k, v in changes.items() if k in mlbfgs_only})
         result.append(replace(spec, lr=spec.lr if lr is None else lr, options=options))
     return result
 
@@ -150,9 +154,19 @@ def run(args: argparse.Namespace) -> int:
     ]
     print()
     print(table(headers, rows))
+    thresholds = [v for v in LADDER if v < curves[0].loss[0]]
+    if thresholds and not args.quick:
+        print("\niterations until the training loss first reaches each value:")
+        ladder = [[c.label, *[_first(c, v) for v in thresholds]] for c in curves]
+        print(table(["optimizer", *[f"{v:g}" for v in thresholds]], ladder))
     path = plot(curves, target, out_dir(args.out) / "demo.png", dataset.name)
     print(f"\nplot: {path}")
     return 0
+
+
+def _first(curve: Any, value: float) -> object:
+    reached = curve.reach(value)
+    return reached[0] if reached else "-"
 
 
 def plot(curves: list[Any], target: float, path: Path, title: str) -> Path:

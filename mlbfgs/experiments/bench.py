@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,22 +20,33 @@ from ..backends import kernels_for
 from ..core import CurvatureHistory, compact_form, precondition, two_loop
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` calls (after one warm-up call), in seconds."""
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+def best_times(fns: Sequence[Callable[[], object]], rounds: int) -> list[float]:
+    """Per function, the fastest of ``rounds`` calls; the functions take turns every round,
+    so a background load that comes and goes hits all of them alike."""
+    for fn in fns:
+        fn()  # warm-up
+    best = [math.inf] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
     return best
 
 
-def copy_bandwidth(nbytes: int, repeats: int = 5) -> float:
-    """Bytes per second of ``np.copyto`` on a large array, counting read + write."""
-    src = np.ones(nbytes // 4, dtype=np.float32)
-    dst = np.empty_like(src)
-    return 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), repeats)
+class CopyProbe:
+    """``np.copyto`` of a large float32 array; bytes moved = read + write."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.src = np.ones(nbytes // 4, dtype=np.float32)
+        self.dst = np.empty_like(self.src)
+
+    @property
+    def bytes_moved(self) -> int:
+        return 2 * self.src.nbytes
+
+    def __call__(self) -> None:
+        np.copyto(self.dst, self.src)
 
 
 def filled_history(n: int, m: int, dtype: type, seed: int = 0) -> CurvatureHistory:
@@ -64,6 +75,7 @@ class PreconditionerRow:
     two_loop_s: float
     bytes_moved: int
     copy_bandwidth: float
+    """Bytes per second of the copy probe, timed in turn with the two products."""
     max_rel_diff: float
 
     @property
@@ -76,9 +88,10 @@ class PreconditionerRow:
 
 
 def preconditioner_row(
-    n: int, m: int, bandwidth: float, repeats: int, dtype: type = np.float32
+    n: int, m: int, probe: CopyProbe, rounds: int, dtype: type = np.float32
 ) -> PreconditionerRow:
-    """Time ``H g`` by the compact form (projection included) and by the two-loop."""
+    """Time ``H g`` by the compact form (projection included), by the two-loop recursion
+    and the copy probe, taking turns."""
     history = filled_history(n, m, dtype)
     kernels = kernels_for(np)
     form = compact_form(np, history)
@@ -93,13 +106,14 @@ def preconditioner_row(
 
     a, b = compact(), classic()
     diff = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
+    compact_s, two_loop_s, copy_s = best_times([compact, classic, probe], rounds)
     return PreconditionerRow(
         n=n,
         m=m,
-        compact_s=best_time(compact, repeats),
-        two_loop_s=best_time(classic, repeats),
+        compact_s=compact_s,
+        two_loop_s=two_loop_s,
         bytes_moved=4 * m * n * np.dtype(dtype).itemsize,
-        copy_bandwidth=bandwidth,
+        copy_bandwidth=probe.bytes_moved / copy_s,
         max_rel_diff=diff,
     )
 
