@@ -334,3 +334,22 @@ def test_changing_dtype_after_construction_is_reported() -> None:
     with pytest.raises(ValueError, match="moved from torch.float32"):
         opt.step()
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_torch_cnn_example_learns_digits() -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "torch_cnn.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--epochs", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    accuracy = re.search(r"test accuracy ([0-9.]+)", result.stdout)
+    assert accuracy is not None, result.stdout
+    assert float(accuracy.group(1)) > 0.5  # 10 classes: chance is 0.1
