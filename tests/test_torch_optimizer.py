@@ -344,7 +344,7 @@ def test_torch_cnn_example_learns_digits() -> None:
 
     script = Path(__file__).resolve().parents[1] / "examples" / "torch_cnn.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--epochs", "4"],
+        [sys.executable, str(script)],  # the default 12 epochs: about 1.5 s of training
         capture_output=True,
         text=True,
         timeout=300,
@@ -352,4 +352,4 @@ def test_torch_cnn_example_learns_digits() -> None:
     )
     accuracy = re.search(r"test accuracy ([0-9.]+)", result.stdout)
     assert accuracy is not None, result.stdout
-    assert float(accuracy.group(1)) > 0.5  # 10 classes: chance is 0.1
+    assert float(accuracy.group(1)) > 0.9  # measured 0.972 (seed 0); chance is 0.1
