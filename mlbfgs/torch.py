@@ -16,6 +16,7 @@ decay, momentum and the curvature of their block would still move them.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -95,6 +96,7 @@ class MLBFGS(torch.optim.Optimizer):
         self._average_grads = average_grads
         self._on_nonfinite = on_nonfinite
         self._engines: list[engine_module.MLBFGS] = []
+        self._structure: list[dict[str, Any]] = []  # each engine's _STRUCTURAL_KEYS values
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -108,6 +110,7 @@ class MLBFGS(torch.optim.Optimizer):
             del self.param_groups[before:]
             raise
         self._engines.append(engine)
+        self._structure.append(copy.deepcopy({key: group[key] for key in _STRUCTURAL_KEYS}))
 
     def _build_engine(self, group: dict[str, Any]) -> engine_module.MLBFGS:
         for i, p in enumerate(group["params"]):
@@ -128,10 +131,10 @@ class MLBFGS(torch.optim.Optimizer):
     def _sync_engine(self, index: int) -> engine_module.MLBFGS:
         """Hand group ``index``'s current hyperparameters and tensors to its engine."""
         group, engine = self.param_groups[index], self._engines[index]
-        for key in _STRUCTURAL_KEYS:
-            if key == "history" and group[key] != engine.config.history:
+        for key, built in self._structure[index].items():
+            if group[key] != built:
                 raise ValueError(
-                    f"param_groups[{index}]['history'] changed to {group[key]!r}; "
+                    f"param_groups[{index}][{key!r}] changed from {built!r} to {group[key]!r}; "
                     "it is fixed when the optimizer is built"
                 )
         warmup = group["warmup"]

@@ -320,9 +320,12 @@ def test_bad_arguments_name_themselves() -> None:
     with pytest.raises(ValueError, match="sigma_high"):
         mt.MLBFGS([{"params": params, "sigma_high": 0.5}])
     opt = mt.MLBFGS(params, lr=0.1, **HYPER)
-    opt.param_groups[0]["history"] = 7
-    with pytest.raises(ValueError, match="history"):
-        opt.step()
+    for key, value in (("history", 7), ("blocks", 2)):
+        saved = opt.param_groups[0][key]
+        opt.param_groups[0][key] = value
+        with pytest.raises(ValueError, match=key):
+            opt.step()
+        opt.param_groups[0][key] = saved
 
 
 def test_changing_dtype_after_construction_is_reported() -> None:
@@ -353,3 +356,20 @@ def test_torch_cnn_example_learns_digits() -> None:
     accuracy = re.search(r"test accuracy ([0-9.]+)", result.stdout)
     assert accuracy is not None, result.stdout
     assert float(accuracy.group(1)) > 0.9  # measured 0.972 (seed 0); chance is 0.1
+
+
+def test_group_hyperparameters_are_read_every_step_and_groups_can_be_added() -> None:
+    model = make_model()
+    opt = mt.MLBFGS(model[0].parameters(), lr=0.05, **HYPER)
+    data = batches(6)
+    train(model, opt, data[:3])
+    opt.param_groups[0]["momentum"] = 0.0  # e.g. OneCycleLR(cycle_momentum=True) does this
+    opt.add_param_group({"params": list(model[2].parameters()), "lr": 0.01})
+    before = [p.detach().clone() for p in model[2].parameters()]
+    train(model, opt, data[3:])
+    assert opt.engines[0].config.momentum == 0.0 and opt.engines[0].step_count == 6
+    assert opt.engines[1].step_count == 3 and opt.engines[1].lr == 0.01
+    assert not any(torch.equal(p, q) for p, q in zip(model[2].parameters(), before, strict=True))
+    with pytest.raises(ValueError, match="tau0"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "tau0": 2.0})
+    assert len(opt.param_groups) == len(opt.engines) == 2
