@@ -8,7 +8,7 @@ generic version.
 
 from __future__ import annotations
 
-from array_api_compat import is_numpy_namespace
+from array_api_compat import is_cupy_namespace, is_numpy_namespace, is_torch_namespace
 
 from ..core.kernels import Kernels
 from ..core.types import Namespace
@@ -20,6 +20,14 @@ def kernels_for(xp: Namespace) -> Kernels:
         from .numpy import NumpyKernels
 
         return NumpyKernels(xp)
+    if is_torch_namespace(xp):
+        from .torch import TorchKernels
+
+        return TorchKernels(xp)
+    if is_cupy_namespace(xp):
+        from .cupy import CupyKernels
+
+        return CupyKernels(xp)
     return Kernels(xp)
 
 

@@ -32,8 +32,7 @@ class MomentumAverages:
 
     def update(self, theta: Array, g: Array, beta: float, kernels: Kernels) -> None:
         """Eq (5), in place."""
-        kernels.lerp_(self.theta, theta, 1.0 - beta)
-        kernels.lerp_(self.grad, g, 1.0 - beta)
+        kernels.lerp_all_((self.theta, self.grad), (theta, g), 1.0 - beta)
 
     def take_snapshot(self, xp: Namespace) -> None:
         """Remember M_theta and M_g at a curvature boundary t = kT for Eq (6) at t + T."""

@@ -8,6 +8,8 @@ against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .types import Array, Namespace
 
 
@@ -21,6 +23,11 @@ class Kernels:
         """In place: ``average <- (1 - weight) * average + weight * x``."""
         average *= 1.0 - weight
         average += weight * x
+
+    def lerp_all_(self, averages: Sequence[Array], xs: Sequence[Array], weight: float) -> None:
+        """:meth:`lerp_` for several pairs at once (both averages of Eq (5)); fusable."""
+        for average, x in zip(averages, xs, strict=True):
+            self.lerp_(average, x, weight)
 
     def heavy_ball_(self, buffer: Array, direction: Array, momentum: float) -> None:
         """In place: ``buffer <- momentum * buffer + direction``."""

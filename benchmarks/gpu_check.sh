@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# GPU check for the torch-cuda and CuPy backends: ONE command on a CUDA machine.
+#
+#   benchmarks/gpu_check.sh            # uses `python` on PATH (or $PYTHON)
+#
+# NOT RUN during development: the machine these backends were written on has no GPU, so
+# every torch-cuda / CuPy test there skips. On a GPU machine this script
+#   1. runs the backend suite and the torch-optimizer tests with torch-cuda and CuPy
+#      enabled (they fail here instead of skipping if the GPU is not usable), and
+#   2. prints the preconditioner's bandwidth as a fraction of the card's measured read
+#      and copy bandwidth, for the fused torch and CuPy kernels and the generic ones.
+# CuPy must be installed to match the CUDA version (e.g. `pip install cupy-cuda12x`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+
+"$PYTHON" - <<'PY'
+import torch
+assert torch.cuda.is_available(), "gpu_check.sh: torch sees no CUDA device"
+print("device:", torch.cuda.get_device_name(0))
+try:
+    import cupy
+    print("cupy:", cupy.__version__, "available:", cupy.is_available())
+except ImportError:
+    print("cupy: not installed (pip install cupy-cuda12x); its tests will skip")
+PY
+
+# -rs lists every skip: on a GPU machine only a missing CuPy may appear there.
+MLBFGS_BACKEND_EXAMPLES=${MLBFGS_BACKEND_EXAMPLES:-50} "$PYTHON" -m pytest -q -rs \
+    tests/test_backends.py -k "cuda or cupy"
+"$PYTHON" -m pytest -q -rs tests/test_torch_optimizer.py -k "cuda"
+
+"$PYTHON" benchmarks/gpu_check.py --backend torch --device cuda --n $((1 << 24)) --history 10
+if "$PYTHON" -c "import cupy, sys; sys.exit(0 if cupy.is_available() else 1)" 2>/dev/null; then
+    "$PYTHON" benchmarks/gpu_check.py --backend cupy --n $((1 << 24)) --history 10
+fi

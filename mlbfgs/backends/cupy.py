@@ -1,0 +1,69 @@
+"""The CuPy backend: fused element-wise CUDA kernels and cuBLAS GEMV for the hot path.
+
+CuPy cannot run without a GPU, so this module is exercised only where one exists
+(``tests/test_backends.py`` skips it otherwise; ``benchmarks/gpu_check.sh`` runs it). Each
+override is tested there against the generic :class:`mlbfgs.core.Kernels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import cupy
+
+from ..core.kernels import Kernels
+from ..core.types import Array
+
+
+@cache
+def _lerp_two() -> Any:
+    """Both averages of Eq (5) in one pass: reads theta, g and the averages once."""
+    return cupy.ElementwiseKernel(
+        "T theta, T g, T w",
+        "T m_theta, T m_g",
+        "m_theta = m_theta + w * (theta - m_theta); m_g = m_g + w * (g - m_g);",
+        "mlbfgs_lerp_two",
+    )
+
+
+@cache
+def _axpby() -> Any:
+    """``out = a * x + b * y`` in one pass."""
+    return cupy.ElementwiseKernel(
+        "T x, T y, T a, T b", "T out", "out = a * x + b * y;", "mlbfgs_axpby"
+    )
+
+
+class CupyKernels(Kernels):
+    """Fused CuPy versions of the kernels."""
+
+    def _scalar(self, value: float, like: Array) -> Array:
+        # A 0-d array of the vector's dtype: a Python float would make the kernel float64.
+        return cupy.asarray(value, dtype=like.dtype)
+
+    def lerp_(self, average: Array, x: Array, weight: float) -> None:
+        _axpby()(average, x, self._scalar(1.0 - weight, x), self._scalar(weight, x), average)
+
+    def lerp_all_(self, averages: Sequence[Array], xs: Sequence[Array], weight: float) -> None:
+        if len(averages) != 2 or averages[0].shape != averages[1].shape:
+            super().lerp_all_(averages, xs, weight)
+            return
+        w = self._scalar(weight, xs[0])
+        _lerp_two()(xs[0], xs[1], w, averages[0], averages[1])
+
+    def heavy_ball_(self, buffer: Array, direction: Array, momentum: float) -> None:
+        one = self._scalar(1.0, buffer)
+        _axpby()(buffer, direction, self._scalar(momentum, buffer), one, buffer)
+
+    def combine(self, pairs: Array, coefficients: Array, gamma: float, g: Array) -> Array:
+        # gamma * g + pairs^T c as one cuBLAS GEMV accumulating into a copy of g.
+        out = g.copy()
+        cupy.cublas.gemv("T", 1.0, pairs, coefficients, gamma, out)
+        return out
+
+    def descend(self, theta: Array, direction: Array, lr: float) -> Array:
+        out = cupy.empty_like(theta)
+        _axpby()(theta, direction, self._scalar(1.0, theta), self._scalar(-lr, theta), out)
+        return out

@@ -1,0 +1,375 @@
+"""``mlbfgs.torch.MLBFGS`` against the engine, and with the torch tooling users rely on."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import mlbfgs  # noqa: E402
+import mlbfgs.torch as mt  # noqa: E402
+
+HYPER = {"history": 3, "update_every": 2, "momentum": 0.9}
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def make_model(seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3), torch.nn.Tanh()
+    ).to(dtype)
+
+
+def batches(count: int, dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, ...]]:
+    gen = torch.Generator().manual_seed(1)
+    return [
+        (
+            torch.randn(16, 6, generator=gen, dtype=dtype),
+            torch.randn(16, 3, generator=gen, dtype=dtype),
+        )
+        for _ in range(count)
+    ]
+
+
+def loss_of(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    x, y = (t.to(next(model.parameters()).device) for t in batch)
+    return ((model(x) - y) ** 2).mean()
+
+
+def train(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    data: list[tuple[torch.Tensor, ...]],
+    hook: Callable[[], None] | None = None,
+) -> None:
+    for batch in data:
+        opt.zero_grad(set_to_none=True)
+        loss_of(model, batch).backward()
+        opt.step()
+        if hook is not None:
+            hook()
+
+
+def engine_run(
+    model: torch.nn.Module,
+    data: list[tuple[torch.Tensor, ...]],
+    lr: float | Callable[[int], float],
+    prepare: Callable[[], None] | None = None,
+    **hyper: object,
+) -> None:
+    """The reference: the array-API engine on the same tensors, fed ``p.grad``."""
+    params = list(model.parameters())
+    engine = mlbfgs.MLBFGS([p.detach() for p in params], lr=lr, **{**HYPER, **hyper})
+    for batch in data:
+        model.zero_grad(set_to_none=True)
+        loss_of(model, batch).backward()
+        if prepare is not None:
+            prepare()
+        engine.step([p.grad for p in params])
+
+
+def assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p.detach().cpu(), q.detach().cpu())
+
+
+def test_same_trajectory_as_engine_bitwise() -> None:
+    data = batches(25)
+    model, twin = make_model(), make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, weight_decay=1e-3, **HYPER)
+    train(model, opt, data)
+    engine_run(twin, data, lr=0.05, weight_decay=1e-3)
+    assert_same(model, twin)
+    assert opt.stats()[0][0]["pairs_pushed"] > 3  # preconditioned steps were taken
+
+
+def test_param_groups_own_lr_weight_decay_and_blocks() -> None:
+    data = batches(20)
+    model, twin = make_model(), make_model()
+    first, second = list(model[0].parameters()), list(model[2].parameters())
+    opt = mt.MLBFGS(
+        [{"params": first, "lr": 0.02, "weight_decay": 0.01, "blocks": 2}, {"params": second}],
+        lr=0.1,
+        **HYPER,
+    )
+    # Blocks index into their own group: two blocks in group 0, one in group 1.
+    assert [layout.indices for layout in opt.engines[0].layouts] == [(0,), (1,)]
+    assert [layout.indices for layout in opt.engines[1].layouts] == [(0, 1)]
+    train(model, opt, data)
+
+    tfirst, tsecond = list(twin[0].parameters()), list(twin[2].parameters())
+    e1 = mlbfgs.MLBFGS([p.detach() for p in tfirst], lr=0.02, weight_decay=0.01, blocks=2, **HYPER)
+    e2 = mlbfgs.MLBFGS([p.detach() for p in tsecond], lr=0.1, **HYPER)
+    for batch in data:
+        twin.zero_grad()
+        loss_of(twin, batch).backward()
+        e1.step([p.grad for p in tfirst])
+        e2.step([p.grad for p in tsecond])
+    assert_same(model, twin)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "lambda"])
+def test_lr_schedulers_drive_each_step(kind: str) -> None:
+    data = batches(20)
+    model, twin = make_model(), make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.1, **HYPER)
+    if kind == "cosine":
+        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=len(data)
+        )
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.9**epoch)
+    used: list[float] = []
+
+    def before() -> None:
+        used.append(opt.param_groups[0]["lr"])
+
+    for batch in data:
+        before()
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        opt.step()
+        sched.step()
+    expected = [
+        0.05 * (1 + math.cos(math.pi * t / len(data))) if kind == "cosine" else 0.1 * 0.9**t
+        for t in range(len(data))
+    ]
+    assert used == pytest.approx(expected, rel=1e-12)
+    engine_run(twin, data, lr=lambda t: used[t - 1])
+    assert_same(model, twin)
+
+
+def test_grad_scaler_unscales_and_skips_non_finite_steps() -> None:
+    data = batches(12)
+    model, twin = make_model(), make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    for batch in data:
+        opt.zero_grad()
+        scaler.scale(loss_of(model, batch)).backward()
+        scaler.step(opt)
+        scaler.update()
+    # A power-of-two scale unscales exactly: the same trajectory as without a scaler.
+    engine_run(twin, data, lr=0.05)
+    assert_same(model, twin)
+
+    before = [p.detach().clone() for p in model.parameters()]
+    steps_before = opt.engines[0].step_count
+    opt.zero_grad()
+    scaler.scale(loss_of(model, data[0])).backward()
+    next(model.parameters()).grad[0, 0] = math.inf
+    scale = scaler.get_scale()
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() == scale / 2
+    assert opt.engines[0].step_count == steps_before
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_clip_grad_norm_changes_the_gradient_the_optimizer_sees() -> None:
+    data = batches(15)
+    model, twin, unclipped = make_model(), make_model(), make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
+    for batch in data:
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.05)
+        opt.step()
+    engine_run(
+        twin,
+        data,
+        lr=0.05,
+        prepare=lambda: torch.nn.utils.clip_grad_norm_(twin.parameters(), max_norm=0.05),
+    )
+    assert_same(model, twin)
+    engine_run(unclipped, data, lr=0.05)
+    assert not torch.equal(next(model.parameters()), next(unclipped.parameters()))
+
+
+def test_missing_gradients_are_zero_and_gradless_groups_are_skipped() -> None:
+    data = batches(15)
+    runs = []
+    for set_to_none in (True, False):
+        model = make_model()
+        unused = torch.nn.Parameter(torch.ones(4))  # never receives a gradient
+        frozen_group = torch.nn.Parameter(torch.full((3,), 2.0))
+        opt = mt.MLBFGS(
+            [{"params": [*model.parameters(), unused]}, {"params": [frozen_group]}],
+            lr=0.05,
+            weight_decay=0.1,
+            **HYPER,
+        )
+        for batch in data:
+            opt.zero_grad(set_to_none=set_to_none)
+            loss_of(model, batch).backward()
+            opt.step()
+        runs.append((model, unused, opt))
+        # The group where no parameter ever had a gradient did not change or count steps.
+        assert torch.equal(frozen_group.detach(), torch.full((3,), 2.0))
+        # (zero_grad(set_to_none=False) leaves a None gradient None.)
+        assert opt.engines[1].step_count == 0 and frozen_group.grad is None
+    (m1, u1, o1), (m2, u2, o2) = runs
+    assert_same(m1, m2)
+    # A missing gradient is a zero one: weight decay still shrinks the unused parameter.
+    assert torch.equal(u1, u2) and bool((u1 < 1).all())
+    assert o1.engines[0].step_count == o2.engines[0].step_count == len(data)
+
+
+@pytest.mark.parametrize("target", DEVICES)
+def test_state_dict_resume_is_exact_and_moves_devices(target: str) -> None:
+    data = batches(24)
+    model = make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.1, **HYPER)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=len(data))
+    train(model, opt, data[:12], hook=sched.step)
+
+    buffer = io.BytesIO()
+    torch.save(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, buffer
+    )
+    train(model, opt, data[12:], hook=sched.step)  # the run that never stopped
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True, map_location="cpu")
+    resumed = make_model(seed=5).to(target)
+    resumed.load_state_dict(saved["model"])
+    opt2 = mt.MLBFGS(resumed.parameters(), lr=0.1, **HYPER)
+    sched2 = torch.optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=len(data))
+    opt2.load_state_dict(saved["opt"])
+    sched2.load_state_dict(saved["sched"])
+    engine_state = opt2.state_dict()["mlbfgs_engines"][0]
+    assert all(
+        value.device.type == target
+        for value in engine_state.values()
+        if isinstance(value, torch.Tensor)
+    )
+    train(resumed, opt2, data[12:], hook=sched2.step)
+    if target == "cpu":
+        assert_same(model, resumed)
+    else:  # another device's kernels round differently; the state itself moved exactly
+        for p, q in zip(model.parameters(), resumed.parameters(), strict=True):
+            torch.testing.assert_close(q.detach().cpu(), p.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_float32_state_stays_float32() -> None:
+    model = make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
+    train(model, opt, batches(10))
+    state = opt.state_dict()["mlbfgs_engines"][0]
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    n = sum(p.numel() for p in model.parameters())
+    for key, value in tensors.items():
+        if value.dtype == torch.float64:  # only the 2M x 2M Gram matrices may be float64
+            assert key.endswith(("s_dot_y", "y_dot_y")) and value.numel() == HYPER["history"] ** 2
+        else:
+            assert value.dtype == torch.float32 and n in value.shape, key
+    assert {"block0.momentum_buffer", "block0.history.pairs"} <= tensors.keys()
+
+
+def test_failed_load_changes_nothing() -> None:
+    model = make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
+    train(model, opt, batches(6))
+    other = mt.MLBFGS(make_model().parameters(), lr=0.05, **{**HYPER, "history": 4})
+    train(make_model(), other, batches(3))
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match="history"):
+        opt.load_state_dict(other.state_dict())
+    with pytest.raises(KeyError, match="mlbfgs_engines"):
+        opt.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
+    after = opt.state_dict()
+    assert after["mlbfgs_engines"][0].keys() == before["mlbfgs_engines"][0].keys()
+    for key, value in before["mlbfgs_engines"][0].items():
+        other_value = after["mlbfgs_engines"][0][key]
+        assert (
+            torch.equal(value, other_value)
+            if isinstance(value, torch.Tensor)
+            else value == other_value
+        )
+
+
+def test_closure_is_called_with_grad_enabled_and_its_loss_returned() -> None:
+    model = make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
+    batch = batches(1)[0]
+    calls = []
+
+    def closure() -> torch.Tensor:
+        calls.append(torch.is_grad_enabled())
+        opt.zero_grad()
+        loss = loss_of(model, batch)
+        loss.backward()
+        return loss
+
+    before = next(model.parameters()).detach().clone()
+    loss = opt.step(closure)
+    assert calls == [True] and isinstance(loss, torch.Tensor)
+    assert not torch.equal(before, next(model.parameters()))
+
+
+def test_bad_arguments_name_themselves() -> None:
+    params = list(make_model().parameters())
+    with pytest.raises(ValueError, match="lr"):
+        mt.MLBFGS(params, lr=-1.0)
+    with pytest.raises(ValueError, match="history"):
+        mt.MLBFGS(params, history=0)
+    with pytest.raises(ValueError, match="sigma_high"):
+        mt.MLBFGS([{"params": params, "sigma_high": 0.5}])
+    opt = mt.MLBFGS(params, lr=0.1, **HYPER)
+    for key, value in (("history", 7), ("blocks", 2)):
+        saved = opt.param_groups[0][key]
+        opt.param_groups[0][key] = value
+        with pytest.raises(ValueError, match=key):
+            opt.step()
+        opt.param_groups[0][key] = saved
+
+
+def test_changing_dtype_after_construction_is_reported() -> None:
+    model = make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.1, **HYPER)
+    model.double()
+    loss_of(model, batches(1, torch.float64)[0]).backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="moved from torch.float32"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_torch_cnn_example_learns_digits() -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "torch_cnn.py"
+    result = subprocess.run(
+        [sys.executable, str(script)],  # the default 12 epochs: about 1.5 s of training
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    accuracy = re.search(r"test accuracy ([0-9.]+)", result.stdout)
+    assert accuracy is not None, result.stdout
+    assert float(accuracy.group(1)) > 0.9  # measured 0.972 (seed 0); chance is 0.1
+
+
+def test_group_hyperparameters_are_read_every_step_and_groups_can_be_added() -> None:
+    model = make_model()
+    opt = mt.MLBFGS(model[0].parameters(), lr=0.05, **HYPER)
+    data = batches(6)
+    train(model, opt, data[:3])
+    opt.param_groups[0]["momentum"] = 0.0  # e.g. OneCycleLR(cycle_momentum=True) does this
+    opt.add_param_group({"params": list(model[2].parameters()), "lr": 0.01})
+    before = [p.detach().clone() for p in model[2].parameters()]
+    train(model, opt, data[3:])
+    assert opt.engines[0].config.momentum == 0.0 and opt.engines[0].step_count == 6
+    assert opt.engines[1].step_count == 3 and opt.engines[1].lr == 0.01
+    assert not any(torch.equal(p, q) for p, q in zip(model[2].parameters(), before, strict=True))
+    with pytest.raises(ValueError, match="tau0"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "tau0": 2.0})
+    assert len(opt.param_groups) == len(opt.engines) == 2
