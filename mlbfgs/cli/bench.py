@@ -35,6 +35,7 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument("--max-n", type=float, default=1e7, help="largest n in part (1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in part (2)")
+    parser.add_argument("--blas-threads", type=int, help="limit BLAS threads (threadpoolctl)")
     parser.add_argument(
         "--batch-sizes", default="64,256", help="part (2); the first is the target's (64)"
     )
@@ -43,6 +44,15 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.blas_threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=args.blas_threads, user_api="blas"):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts or not parts <= {"1", "2", "3"}:
         raise ValueError(f"--parts must list some of 1, 2, 3; got {args.parts!r}")
