@@ -56,7 +56,7 @@ def mpi() -> str:
     try:
         from mpi4py import MPI
 
-        library = MPI.Get_library_version().strip().splitlines()[0]
+        library = " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
         return f"mpi4py {mpi4py.__version__}; {library}"
     except Exception as error:  # noqa: BLE001
         return f"mpi4py {mpi4py.__version__} but the MPI library failed to load: {error}"
