@@ -76,8 +76,10 @@ def test_demo_reads_a_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_demo_bad_input_names_the_argument(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["demo", "--quick", "--data", "nope", "--out", str(tmp_path)]) == 2
     assert "data must be one of" in capsys.readouterr().err
-    assert main(["demo", "--quick", "--iterations", "0", "--out", str(tmp_path)]) == 2
-    assert "--iterations" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--quick", "--iterations", "0", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument --iterations: must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "demo.png").exists()
 
 

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import replace
 from typing import Any
 
-from .common import add_common, progress, table
+from .common import add_common, positive_int, progress, table
 
 FULL_SIZES = [100_000, 1_000_000, 2_000_000, 10_000_000]
 FULL_HISTORIES = [5, 10, 20]
@@ -34,8 +34,10 @@ def add_parser(sub: Any) -> None:
         "--parts", default="1,2,3", help="which parts to run, e.g. 1,3 (default 1,2,3)"
     )
     parser.add_argument("--max-n", type=float, default=1e7, help="largest n in part (1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in part (2)")
-    parser.add_argument("--blas-threads", type=int, help="limit BLAS threads (threadpoolctl)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads in part (2)")
+    parser.add_argument(
+        "--blas-threads", type=positive_int, help="limit BLAS threads (threadpoolctl)"
+    )
     parser.add_argument(
         "--batch-sizes", default="64,256", help="part (2); the first is the target's (64)"
     )

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .common import add_common, out_dir, progress, pyplot, save, table
+from .common import add_common, out_dir, positive_int, progress, pyplot, save, table
 
 DEFAULTS = {"iterations": 400, "batch_size": 64, "target": 0.1, "eval_every": 10}
 QUICK = {"iterations": 12, "batch_size": 32, "target": 2.25, "eval_every": 4}
@@ -36,19 +36,23 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--data-dir", help="a folder with CIFAR-10 python batches or MNIST idx files instead"
     )
-    parser.add_argument("--train-limit", type=int, help="use only the first N training images")
-    parser.add_argument("--iterations", type=int, help=f"default {DEFAULTS['iterations']}")
-    parser.add_argument("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
+    parser.add_argument(
+        "--train-limit", type=positive_int, help="use only the first N training images"
+    )
+    parser.add_argument("--iterations", type=positive_int, help=f"default {DEFAULTS['iterations']}")
+    parser.add_argument("--batch-size", type=positive_int, help=f"default {DEFAULTS['batch_size']}")
     parser.add_argument("--target", type=float, help=f"target training loss ({DEFAULTS['target']})")
-    parser.add_argument("--eval-every", type=int, help="iterations between loss evaluations")
+    parser.add_argument(
+        "--eval-every", type=positive_int, help="iterations between loss evaluations"
+    )
     parser.add_argument("--seed", type=int, default=0, help="weights and batch order (0)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     group = parser.add_argument_group("mL-BFGS hyperparameters (see docs/results.md)")
     group.add_argument("--lr", type=float, help="mL-BFGS and L-BFGS base learning rate")
     group.add_argument("--sgd-lr", type=float, help="SGD base learning rate")
     group.add_argument("--adam-lr", type=float, help="Adam base learning rate")
-    group.add_argument("--update-every", type=int, default=None, help="T")
-    group.add_argument("--history", type=int, default=None, help="M")
+    group.add_argument("--update-every", type=positive_int, default=None, help="T")
+    group.add_argument("--history", type=positive_int, default=None, help="M")
     group.add_argument("--hessian-momentum", type=float, default=None, help="beta of Eq (5)")
     group.add_argument("--sigma-low", type=float, default=None, help="sigma_L of Eq (7)")
     add_common(parser, "tiny run for tests (a few iterations)")

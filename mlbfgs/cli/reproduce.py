@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import add_common, out_dir, progress, pyplot, save, table
+from .common import add_common, out_dir, positive_int, progress, pyplot, save, table
 
 
 def add_parser(sub: Any) -> None:
@@ -26,13 +26,15 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("figure", choices=["fig1", "ablation"])
-    parser.add_argument("--seeds", type=int, help="fig1: noise sequences averaged (default 50)")
-    parser.add_argument("--iterations", type=int, help="default 50 (fig1), 600 (ablation)")
+    parser.add_argument(
+        "--seeds", type=positive_int, help="fig1: noise sequences averaged (default 50)"
+    )
+    parser.add_argument("--iterations", type=positive_int, help="default 50 (fig1), 600 (ablation)")
     parser.add_argument("--condition", type=float, default=1.0, help="fig1: B = diag(1, 1/c)")
     parser.add_argument("--sigma", type=float, default=0.2, help="fig1: gradient noise")
     parser.add_argument("--lr", type=float, help="ablation: base lr (0.05); fig1: 2nd-order lr")
-    parser.add_argument("--batch-size", type=int, default=16, help="ablation: batch size")
-    parser.add_argument("--update-every", type=int, help="ablation: T (default 10)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="ablation: batch size")
+    parser.add_argument("--update-every", type=positive_int, help="ablation: T (default 10)")
     add_common(parser, "tiny run for tests")
     parser.set_defaults(run=run)
 
