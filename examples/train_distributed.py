@@ -96,10 +96,12 @@ def main() -> None:
         layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], 10)).to(device)
     params = list(model.parameters())
+    # The optimizer updates detached views in place: they share storage with the model.
+    weights = [p.detach() for p in params]
     per_rank = args.batch // size
     total_steps = args.epochs * (len(x_train) // args.batch)
     opt = mlbfgs.MLBFGS(
-        params,
+        weights,
         lr=cosine(args.lr, total_steps),
         comm=comm,
         blocks=args.blocks,
@@ -125,8 +127,7 @@ def main() -> None:
             loss = torch.nn.functional.cross_entropy(model(x), y)
             model.zero_grad(set_to_none=False)
             loss.backward()
-            with torch.no_grad():
-                opt.step([p.grad for p in params])
+            opt.step([p.grad for p in params])
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             busy += time.perf_counter() - began

@@ -5,7 +5,7 @@ same rank) of the same block partition. One launch runs many checks, because eve
 launch costs seconds; each rank writes ``<out>/rank<r>.json`` listing what passed and
 the tracebacks of what failed, for ``tests/test_distributed.py`` to assert on.
 
-    mpiexec -n 4 python tests/distributed/checks.py --comm mpi --out DIR [--save CKPT]
+    mpiexec -n 4 python tests/distributed/run_checks.py --comm mpi --out DIR [--save CKPT]
     (torch) RANK=r WORLD_SIZE=p MASTER_ADDR=127.0.0.1 MASTER_PORT=... python ... --comm torch
 """
 
