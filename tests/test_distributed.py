@@ -35,6 +35,7 @@ EXPECTED = [
     "averaged",
     "memory",
     "mismatch",
+    "nonfinite",
     "torch_tensors",
 ]
 

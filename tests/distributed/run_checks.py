@@ -160,6 +160,37 @@ class Checks:
         else:
             raise AssertionError("no error when one rank's set-up fails")
 
+    def nonfinite(self) -> None:
+        """A NaN on one rank: "raise" raises on every rank, nothing changed; "skip" keeps
+        every rank's parameters identical (the owner skips that block, the rest step)."""
+        last = self.size - 1
+
+        def poisoned(t: int, p: list[np.ndarray]) -> list[np.ndarray]:
+            grads = gradient(t, p, self.rank)
+            if t == 8 and self.rank == last:
+                grads[-1][0] = np.nan  # in the last block, which the last rank owns
+            return grads
+
+        for average in (False, True):
+            params = initial_params()
+            opt = run(self.comm, params, 7, poisoned, on_nonfinite="raise", average_grads=average)
+            before, state = [p.copy() for p in params], opt.state_dict()
+            try:
+                opt.step(poisoned(8, params))
+            except mlbfgs.NonFiniteGradientError as caught:
+                assert f"ranks [{last}]" in str(caught), str(caught)
+            else:
+                raise AssertionError(f"no error on rank {self.rank} (average={average})")
+            same_bits(params, before, "after a refused step")
+            assert opt.step_count == 7 and opt.state_dict().keys() == state.keys()
+        params = initial_params()
+        opt = run(self.comm, params, 12, poisoned, blocks=4)
+        skipped = {s["block"]: s["skipped_steps"] for s in opt.stats()}
+        assert sum(skipped.values()) == (1 if 3 in opt.owned else 0), skipped
+        assert skipped.get(3, 1) == 1, skipped
+        digests = self.comm.allgather_object([p.tobytes() for p in params])
+        assert all(d == digests[0] for d in digests), "ranks' parameters differ"
+
     def torch_tensors(self) -> None:
         """torch CPU tensors go through the collectives without copies of the caller's."""
         import torch
@@ -233,6 +264,7 @@ def main() -> None:
     checks.check("averaged", checks.averaged)
     checks.check("memory", checks.memory)
     checks.check("mismatch", checks.mismatch)
+    checks.check("nonfinite", checks.nonfinite)
     if args.torch:
         checks.check("torch_tensors", checks.torch_tensors)
     if args.save:
