@@ -159,3 +159,20 @@ def test_single_process_collectives_are_identities() -> None:
     comm.reduce_scatter(send, recv, [4])
     comm.allgatherv(send, [4])
     assert np.array_equal(recv, send) and comm.allgather_object("x") == ["x"]
+
+
+def test_ranks_beyond_the_blocks_own_nothing() -> None:
+    opt = mlbfgs.MLBFGS(params(), comm=PretendRank(5, 6))
+    assert len(opt.layouts) == 4 and opt.owned == [] and opt.history_bytes() == 0
+    assert opt.assignment == [[0], [1], [2], [3], [], []]
+    assert not [key for key in opt.state_dict() if key.startswith("block")]
+
+
+def test_torch_comm_needs_a_process_group() -> None:
+    dist = pytest.importorskip("torch.distributed")
+    if dist.is_available() and dist.is_initialized():
+        pytest.skip("a process group is already initialised here")
+    from mlbfgs.comm import TorchComm
+
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        TorchComm()
