@@ -150,11 +150,11 @@ def main() -> None:
     )
     print(header)
     for row in rows:
-        ratio = row["sent_bytes"] / row["allreduce_bytes"] if row["allreduce_bytes"] else 0.0
+        ratio = f"{row['sent_bytes'] / row['allreduce_bytes']:.2f}" if row["p"] > 1 else "-"
         print(
             f"{row['p']:>2} {row['blocks_per_rank']:>11} {row['history_bytes']:>15,} "
             f"{row['history_bytes'] / base['history_bytes']:>7.3f} {row['sent_bytes']:>12,.0f} "
-            f"{row['allreduce_bytes']:>13,.0f} {ratio:>8.2f} {row['step_ms']:>8.2f} "
+            f"{row['allreduce_bytes']:>13,.0f} {ratio:>8} {row['step_ms']:>8.2f} "
             f"{row['step_ms'] / base['step_ms']:>7.2f} {row['allreduce_ms']:>7.2f}"
         )
 
