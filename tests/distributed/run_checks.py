@@ -275,6 +275,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{comm.rank}.json").write_text(json.dumps(checks.report, indent=1))
     sys.stdout.flush()
+    # Every rank's report is on disk before any rank leaves: a rank that exits without
+    # MPI_Finalize makes mpiexec kill the others, possibly in the middle of their write.
+    comm.allgather_object(True)
     os._exit(0)  # skip interpreter teardown (torch/MPI finalisation costs seconds)
 
 
