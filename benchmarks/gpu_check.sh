@@ -5,8 +5,8 @@
 #
 # NOT RUN during development: the machine these backends were written on has no GPU, so
 # every torch-cuda / CuPy test there skips. On a GPU machine this script
-#   1. runs the backend suite and the torch-optimizer tests with torch-cuda and CuPy
-#      enabled (they fail here instead of skipping if the GPU is not usable), and
+#   1. checks that torch sees a CUDA device (so the torch-cuda tests cannot skip), then
+#      runs the backend suite and the torch-optimizer tests on torch-cuda and CuPy, and
 #   2. prints the preconditioner's bandwidth as a fraction of the card's measured read
 #      and copy bandwidth, for the fused torch and CuPy kernels and the generic ones.
 # CuPy must be installed to match the CUDA version (e.g. `pip install cupy-cuda12x`).

@@ -1,5 +1,10 @@
 """Flat, pickle-free encoding of a block's state for ``state_dict`` / ``load_state_dict``.
 
+On several ranks each rank's ``state_dict`` holds only the blocks it owns;
+:func:`save_sharded` writes one file per rank (no rank gathers the whole history) and
+:func:`load_sharded` reads such a directory on any number of ranks, each rank reading only
+the blocks it is assigned.
+
 A state dict maps ``str`` keys to arrays and plain scalars only, so it saves with
 ``numpy.savez(path, **state, allow_pickle=False)``. Optional parts (averages before the
 first step, the snapshot before the first boundary, the heavy-ball buffer) are simply
@@ -9,9 +14,13 @@ operations that built it, so a resumed run is bitwise the run that never stopped
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from array_api_compat import device, is_array_api_obj
 
 from .core.algorithm import BlockState, BlockStats
@@ -19,6 +28,9 @@ from .core.averages import MomentumAverages
 from .core.history import CurvatureHistory
 from .core.preconditioner import compact_form
 from .core.types import Array, Namespace
+
+if TYPE_CHECKING:
+    from .optimizer import MLBFGS
 
 _ARRAYS = (
     "averages.theta",
@@ -132,3 +144,97 @@ def as_ints(value: Any) -> list[int]:
     if isinstance(value, (list, tuple)):
         return [int(v) for v in value]
     return [int(value)]
+
+
+_SHARD = re.compile(r"^mlbfgs-rank(\d+)-of-(\d+)\.npz$")
+
+
+def _to_numpy(value: Any) -> Any:
+    """A host NumPy copy of an array of any library (plain scalars and lists unchanged)."""
+    if not is_array_api_obj(value):
+        return value
+    if hasattr(value, "detach"):  # torch
+        return value.detach().cpu().numpy()
+    if hasattr(value, "get") and not isinstance(value, np.ndarray):  # CuPy
+        return value.get()
+    return np.asarray(value)
+
+
+def save_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str]) -> Path:
+    """Every rank writes its own blocks to ``directory/mlbfgs-rank<r>-of-<p>.npz``.
+
+    Call on every rank; returns once every rank's file is written. Files of an earlier
+    save with another world size are removed (by rank 0), so a directory holds one
+    checkpoint. Each file is written under a temporary name and renamed into place.
+    """
+    comm = optimizer.comm
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"mlbfgs-rank{comm.rank:05d}-of-{comm.size:05d}.npz"
+    state = {key: _to_numpy(value) for key, value in optimizer.state_dict().items()}
+    state["owned_blocks"] = np.asarray(state["owned_blocks"], dtype=np.int64)
+    partial = folder / (name + ".partial")
+    with open(partial, "wb") as stream:
+        np.savez(stream, **state)
+    os.replace(partial, folder / name)
+    if comm.rank == 0:
+        for path in folder.iterdir():
+            match = _SHARD.match(path.name)
+            if match and int(match.group(2)) != comm.size:
+                path.unlink()
+    comm.allgather_object(None)  # a barrier: every file exists when save_sharded returns
+    return folder
+
+
+class ShardedState(Mapping[str, Any]):
+    """The union of per-rank state files, read lazily: a key is read when looked up."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        folder = Path(directory)
+        shards = sorted(
+            (int(m.group(1)), int(m.group(2)), path)
+            for path in (folder.iterdir() if folder.is_dir() else [])
+            if (m := _SHARD.match(path.name))
+        )
+        sizes = {size for _, size, _ in shards}
+        if not shards or len(sizes) != 1 or [r for r, *_ in shards] != list(range(sizes.pop())):
+            found = [path.name for *_, path in shards]
+            raise FileNotFoundError(
+                f"{folder} does not hold one complete set of per-rank files "
+                f"mlbfgs-rank<r>-of-<p>.npz written by save_sharded (found {found})"
+            )
+        self._files = [np.load(path, allow_pickle=False) for *_, path in shards]
+        self._where: dict[str, int] = {}
+        for index, file in enumerate(self._files):
+            for key in file.files:
+                self._where.setdefault(key, index)
+        steps = {int(file["step"]) for file in self._files}
+        if len(steps) != 1:
+            raise ValueError(f"the per-rank files in {folder} are from different steps {steps}")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._files[self._where[key]][key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def close(self) -> None:
+        for file in self._files:
+            file.close()
+
+
+def load_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str]) -> None:
+    """Load a :func:`save_sharded` directory written on any number of ranks.
+
+    Call on every rank: each reads only the blocks it owns under the current world size.
+    An optimizer built with ``blocks=None`` adopts the saved blocks, so a run saved on p
+    ranks continues on q ranks with the same trajectory.
+    """
+    state = ShardedState(directory)
+    try:
+        optimizer.load_state_dict(state)
+    finally:
+        state.close()

@@ -2,11 +2,14 @@
 
 It owns no mathematics: it checks inputs, gathers each curvature block into flat
 vectors, certifies the gradients finite, calls :func:`mlbfgs.core.block_step` for the
-blocks this process owns, and writes the results back into the caller's arrays.
+blocks this process owns, and writes the results back into the caller's arrays. On
+several ranks :class:`mlbfgs.distributed.BlockExchange` moves the data (one
+reduce-scatter and one all-gather per step; DESIGN.md section 5).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -26,6 +29,7 @@ from .core import (
     validate_partition,
 )
 from .core.types import Array
+from .distributed import BlockExchange, construct_together
 from .layout import BlockLayout
 from .validation import LearningRate, check_grads, check_lr, check_params, lr_at
 
@@ -67,35 +71,41 @@ class MLBFGS:
         average_grads: bool = True,
         on_nonfinite: NonFinitePolicy = "skip",
     ) -> None:
-        self.params, self._xp = check_params(params)
-        self.lr = check_lr(lr)
-        if isinstance(update_every, int) and warmup is None:
-            warmup = 2 * update_every
-        self.config = MLBFGSConfig(
-            history=history,
-            update_every=update_every,
-            hessian_momentum=hessian_momentum,
-            tau0=tau0,
-            sigma_low=sigma_low,
-            sigma_high=sigma_high,
-            damping=damping,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            warmup=warmup,
-        )
-        if on_nonfinite not in ("skip", "raise"):
-            raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
-        if not isinstance(average_grads, bool):
-            raise TypeError(f"average_grads must be a bool, got {average_grads!r}")
-        self.on_nonfinite: NonFinitePolicy = on_nonfinite
-        self.average_grads = average_grads
+        if comm is not None and not isinstance(comm, Communicator):
+            raise TypeError(f"comm must be None or a mlbfgs.comm communicator, got {comm!r}")
         self.comm: Communicator = comm if comm is not None else SingleProcessComm()
-        self._kernels = kernels_for(self._xp)
 
-        partition = self._partition(blocks)
-        self.layouts = [BlockLayout.of(b, idx, self.params) for b, idx in enumerate(partition)]
-        self.owned = list(range(len(self.layouts)))
-        self._blocks = {b: self._fresh_block(b) for b in self.owned}
+        def build() -> dict[str, Any]:
+            self.params, self._xp = check_params(params)
+            self.lr = check_lr(lr)
+            self.config = MLBFGSConfig(
+                history=history,
+                update_every=update_every,
+                hessian_momentum=hessian_momentum,
+                tau0=tau0,
+                sigma_low=sigma_low,
+                sigma_high=sigma_high,
+                damping=damping,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                warmup=2 * update_every
+                if isinstance(update_every, int) and warmup is None
+                else warmup,
+            )
+            if on_nonfinite not in ("skip", "raise"):
+                raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
+            if not isinstance(average_grads, bool):
+                raise TypeError(f"average_grads must be a bool, got {average_grads!r}")
+            self.on_nonfinite: NonFinitePolicy = on_nonfinite
+            self.average_grads = average_grads
+            self._kernels = kernels_for(self._xp)
+            self._default_blocks = blocks is None
+            self._use_partition(self._partition(blocks))
+            return self._fingerprint()
+
+        # Every rank builds; one small all-gather checks that all agree (never a hang).
+        construct_together(self.comm, build)
+        self._blocks = {b: self._fresh_block(self.layouts[b]) for b in self.owned}
         self._step = 0
 
     # -- set-up ---------------------------------------------------------------------------
@@ -113,8 +123,42 @@ class MLBFGS:
             raise TypeError(f"blocks must be None, an int or a list of index lists, got {blocks!r}")
         return validate_partition(blocks, count)
 
-    def _fresh_block(self, b: int) -> BlockState:
-        layout, first = self.layouts[b], self.params[self.layouts[b].indices[0]]
+    def _use_partition(self, partition: list[list[int]]) -> None:
+        """Lay out the blocks and assign them to ranks (contiguous runs, balanced by size)."""
+        self.layouts = [BlockLayout.of(b, idx, self.params) for b, idx in enumerate(partition)]
+        self._exchange = BlockExchange(self.comm, self.layouts, self.params)
+        self.owned = list(self._exchange.owned)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What every rank must agree on; compared across ranks at construction."""
+        return {
+            **dataclasses.asdict(self.config),
+            "lr": self.lr if isinstance(self.lr, float) else "callable",
+            "average_grads": self.average_grads,
+            "on_nonfinite": self.on_nonfinite,
+            "world_size": self.comm.size,
+            "array_library": getattr(self._xp, "__name__", repr(self._xp)),
+            "parameter_count": len(self.params),
+            "shapes": [tuple(int(d) for d in p.shape) for p in self.params],
+            "dtypes": [str(p.dtype) for p in self.params],
+            "blocks": [list(layout.indices) for layout in self.layouts],
+        }
+
+    @property
+    def assignment(self) -> list[list[int]]:
+        """For each rank, the blocks it owns."""
+        return [list(blocks) for blocks in self._exchange.assignment]
+
+    def history_bytes(self) -> int:
+        """Bytes of curvature history (pairs and Gram matrices) held by this rank."""
+        total = 0
+        for block in self._blocks.values():
+            for array in (block.history.pairs, block.history.s_dot_y, block.history.y_dot_y):
+                total += math.prod(int(d) for d in array.shape) * _itemsize(self._xp, array)
+        return total
+
+    def _fresh_block(self, layout: BlockLayout) -> BlockState:
+        first = self.params[layout.indices[0]]
         history = CurvatureHistory.empty(
             self._xp, self.config.history, layout.numel, first.dtype, device(first)
         )
@@ -134,13 +178,16 @@ class MLBFGS:
         t = self._step + 1
         lr = lr_at(self.lr, t)
 
-        # Phase 1 changes nothing: flatten, weight decay, and the first reduction of the
-        # step, whose finiteness certifies the gradient (no extra pass over the data).
+        # Phase 1 changes nothing: the owned blocks' (mean) gradients, weight decay, and the
+        # first reduction of the step, whose finiteness certifies the gradient (no extra
+        # pass over the data).
+        exchange = self._exchange
+        local_grads = exchange.gradients(xp, grads, self.average_grads)
         prepared = []
-        for b in self.owned:
+        for b, g in zip(self.owned, local_grads, strict=True):
             block, layout = self._blocks[b], self.layouts[b]
             theta = layout.gather(xp, self.params)
-            g = apply_weight_decay(layout.gather(xp, grads), theta, config.weight_decay)
+            g = apply_weight_decay(g, theta, config.weight_decay)
             projection = None
             if block.preconditions(t, config):
                 projection = probe = kernels.project(block.history.pairs, g)
@@ -148,21 +195,27 @@ class MLBFGS:
                 probe = kernels.squared_norm(g)
             prepared.append((b, theta, g, projection, probe))
         finite = self._finite([probe for *_, probe in prepared])
-        if not all(finite) and self.on_nonfinite == "raise":
-            bad = [b for (b, *_), ok in zip(prepared, finite, strict=True) if not ok]
-            raise NonFiniteGradientError(
-                f"non-finite gradient (or overflow) in block(s) {bad}, parameters "
-                f"{[i for b in bad for i in self.layouts[b].indices]}; nothing was changed"
-            )
+        if self.on_nonfinite == "raise":
+            verdicts = exchange.everyone_finite(all(finite))
+            if not all(verdicts):
+                bad = [b for (b, *_), ok in zip(prepared, finite, strict=True) if not ok]
+                raise NonFiniteGradientError(
+                    f"non-finite gradient (or overflow) in block(s) {bad} of this rank, "
+                    f"parameters {[i for b in bad for i in self.layouts[b].indices]} (ranks "
+                    f"{[r for r, ok in enumerate(verdicts) if not ok]}); nothing was changed"
+                )
 
-        # Phase 2: Algorithm 1 for every block whose gradient is finite.
+        # Phase 2: Algorithm 1 for every owned block whose gradient is finite, then every
+        # block's new parameters reach every rank.
+        theta_next: dict[int, Array] = {}
         for (b, theta, g, projection, _), ok in zip(prepared, finite, strict=True):
             block = self._blocks[b]
             if not ok:
                 block.stats.skipped_steps += 1
+                theta_next[b] = theta
                 continue
-            theta_next = block_step(block, theta, g, projection, t, lr, config, kernels)
-            self.layouts[b].scatter(xp, theta_next, self.params)
+            theta_next[b] = block_step(block, theta, g, projection, t, lr, config, kernels)
+        exchange.publish(xp, theta_next, self.params)
         self._step = t
 
     def _finite(self, probes: list[Array]) -> list[bool]:
@@ -206,6 +259,7 @@ class MLBFGS:
             "format_version": FORMAT_VERSION,
             "step": self._step,
             **self._structure(),
+            "owned_blocks": list(self.owned),
         }
         for b in self.owned:
             state.update(encode_block(self._xp, f"block{b}.", self._blocks[b]))
@@ -214,35 +268,65 @@ class MLBFGS:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a ``state_dict`` (also one read back with ``numpy.load``).
 
-        The partition, history length and parameter sizes must match this optimizer;
-        hyperparameters are this optimizer's own. Everything is checked before anything
-        changes, so a failed load leaves the optimizer as it was.
+        History length and parameter sizes must match this optimizer, and so must the
+        partition, unless this optimizer was built with ``blocks=None``: then it adopts
+        the saved blocks (blocks are a property of the model, not of the world size) and
+        assigns them to its ranks. ``state`` must hold every block this rank owns: on
+        several ranks use :func:`mlbfgs.checkpoint.load_sharded`. Hyperparameters are this
+        optimizer's own. Everything is checked before anything changes, so a failed load
+        leaves the optimizer as it was.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping from a state_dict, got {type(state)}")
+        layouts, exchange = self.layouts, self._exchange
         try:
             version = int(state["format_version"])
-            for key, expected in self._structure().items():
+            if self._default_blocks:
+                indices, sizes = (
+                    as_ints(state["partition.indices"]),
+                    as_ints(state["partition.sizes"]),
+                )
+                starts = [sum(sizes[:k]) for k in range(len(sizes))]
+                saved = [indices[a : a + n] for a, n in zip(starts, sizes, strict=True)]
+                if saved != [list(layout.indices) for layout in layouts]:
+                    partition = validate_partition(saved, len(self.params))
+                    layouts = [BlockLayout.of(b, i, self.params) for b, i in enumerate(partition)]
+                    exchange = BlockExchange(self.comm, layouts, self.params)
+            for key, expected in self._structure(layouts).items():
                 if as_ints(state[key]) != as_ints(expected):
                     raise ValueError(
                         f"state[{key!r}] is {as_ints(state[key])}, this optimizer has {expected}"
                     )
             step = int(state["step"])
+            for b in exchange.owned:
+                if f"block{b}.history.pairs" not in state:
+                    raise KeyError(
+                        f"block{b}.history.pairs (block {b} is owned by this rank; a state_dict "
+                        "holds only its own rank's blocks: load per-rank checkpoints with "
+                        "mlbfgs.checkpoint.load_sharded)"
+                    )
             blocks = {
-                b: decode_block(self._xp, f"block{b}.", state, self._fresh_block(b))
-                for b in self.owned
+                b: decode_block(self._xp, f"block{b}.", state, self._fresh_block(layouts[b]))
+                for b in exchange.owned
             }
         except KeyError as missing:
             raise KeyError(f"state is missing {missing}; is it from MLBFGS.state_dict()?") from None
         if version != FORMAT_VERSION or step < 0:
             raise ValueError(f"state has format_version {version} and step {step}")
+        self.layouts, self._exchange, self.owned = layouts, exchange, list(exchange.owned)
         self._blocks, self._step = blocks, step
 
-    def _structure(self) -> dict[str, Any]:
+    def _structure(self, layouts: Sequence[BlockLayout] | None = None) -> dict[str, Any]:
         """What a checkpoint must share with this optimizer to be loaded into it."""
+        layouts = self.layouts if layouts is None else layouts
         return {
             "history": self.config.history,
-            "partition.indices": [i for layout in self.layouts for i in layout.indices],
-            "partition.sizes": [len(layout.indices) for layout in self.layouts],
+            "partition.indices": [i for layout in layouts for i in layout.indices],
+            "partition.sizes": [len(layout.indices) for layout in layouts],
             "param_sizes": [math.prod(int(d) for d in p.shape) for p in self.params],
         }
+
+
+def _itemsize(xp: Any, array: Array) -> int:
+    """Bytes per element of a floating-point array of any array-API library."""
+    return int(xp.finfo(array.dtype).bits) // 8

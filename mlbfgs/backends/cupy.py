@@ -39,9 +39,10 @@ def _axpby() -> Any:
 class CupyKernels(Kernels):
     """Fused CuPy versions of the kernels."""
 
-    def _scalar(self, value: float, like: Array) -> Array:
-        # A 0-d array of the vector's dtype: a Python float would make the kernel float64.
-        return cupy.asarray(value, dtype=like.dtype)
+    def _scalar(self, value: float, like: Array) -> Any:
+        # A NumPy scalar of the vector's dtype: passed by value (no device allocation), and
+        # unlike a Python float it cannot make the kernel compute in float64.
+        return like.dtype.type(value)
 
     def lerp_(self, average: Array, x: Array, weight: float) -> None:
         _axpby()(average, x, self._scalar(1.0 - weight, x), self._scalar(weight, x), average)

@@ -1,5 +1,11 @@
-"""Collectives for distributed mL-BFGS; no mathematics lives here."""
+"""Collectives for distributed mL-BFGS; no mathematics lives here.
 
-from .base import Communicator, SingleProcessComm
+``MPIComm`` (mpi4py) and ``TorchComm`` (torch.distributed) import their libraries only
+when constructed, so ``import mlbfgs`` needs neither.
+"""
 
-__all__ = ["Communicator", "SingleProcessComm"]
+from .base import Communicator, SingleProcessComm, displacements
+from .mpi import MPIComm
+from .torch import TorchComm
+
+__all__ = ["Communicator", "MPIComm", "SingleProcessComm", "TorchComm", "displacements"]

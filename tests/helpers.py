@@ -1,0 +1,30 @@
+"""Assertions shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def snapshot(params: list[Any], opt: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Copies of the parameters and of the optimizer state, to compare after a call."""
+    return [np.array(p, copy=True) for p in params], opt.state_dict()
+
+
+def assert_unchanged(
+    before: tuple[list[np.ndarray], dict[str, Any]], params, opt, ignore: tuple[str, ...] = ()
+) -> None:
+    """Parameters and optimizer state are bitwise what ``snapshot`` recorded.
+
+    Keys ending in one of ``ignore`` (say, a step counter) are not compared.
+    """
+    old_params, old_state = before
+    for old, new in zip(old_params, params, strict=True):
+        np.testing.assert_array_equal(np.asarray(new), old)
+    new_state = opt.state_dict()
+    assert old_state.keys() == new_state.keys()
+    for key, value in old_state.items():
+        if key.endswith(ignore):
+            continue
+        np.testing.assert_array_equal(np.asarray(new_state[key]), np.asarray(value), err_msg=key)

@@ -1,0 +1,111 @@
+"""A plain-loop NumPy reference of DESIGN.md section 3, written independently of mlbfgs.
+
+It follows the text step by step (dense Python lists of pairs, the two-loop recursion,
+Eq (7) written out again) so that the optimizer's compact form, ring buffer and in-place
+kernels are checked against the semantics rather than against themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def reference_two_loop(g: np.ndarray, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Algorithm 2 with H_0 = (s^T y / y^T y) I of the newest pair."""
+    q = g.copy()
+    alphas = []
+    for s, y in reversed(pairs):
+        alpha = (s @ q) / (s @ y)
+        alphas.append(alpha)
+        q -= alpha * y
+    s_new, y_new = pairs[-1]
+    r = (s_new @ y_new) / (y_new @ y_new) * q
+    for (s, y), alpha in zip(pairs, reversed(alphas), strict=True):
+        beta = (y @ r) / (s @ y)
+        r += (alpha - beta) * s
+    return r
+
+
+def reference_damp(s, y, tau0, sigma_low, sigma_high):
+    mu = (s @ y) / (s @ s)
+    if mu <= sigma_low:
+        tau = min((1 - sigma_low) / (1 - mu), tau0)
+    elif mu >= sigma_high:
+        tau = min((sigma_high - 1) / (mu - 1), tau0)
+    else:
+        tau = tau0
+    return tau * y + (1 - tau) * s
+
+
+@dataclass
+class ReferenceConfig:
+    lr: float = 0.1
+    history: int = 10
+    update_every: int = 50
+    hessian_momentum: float = 0.999
+    tau0: float = 0.99
+    sigma_low: float = 0.01
+    sigma_high: float = 1.5
+    damping: bool = True
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup: int | None = None
+
+
+@dataclass
+class _Block:
+    indices: list[int]
+    avg_theta: np.ndarray | None = None
+    avg_grad: np.ndarray | None = None
+    prev: tuple[np.ndarray, np.ndarray] | None = None
+    buffer: np.ndarray | None = None
+    pairs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def reference_run(
+    params: list[np.ndarray],
+    gradient: Callable[[int, list[np.ndarray]], list[np.ndarray]],
+    steps: int,
+    blocks: list[list[int]],
+    cfg: ReferenceConfig,
+) -> tuple[list[np.ndarray], list[list[tuple[np.ndarray, np.ndarray]]]]:
+    """Run ``steps`` steps; return the final params and each block's stored pairs."""
+    params = [p.copy() for p in params]
+    warmup = 2 * cfg.update_every if cfg.warmup is None else cfg.warmup
+    state = [_Block(list(b)) for b in blocks]
+    beta = cfg.hessian_momentum
+    for t in range(1, steps + 1):
+        grads = gradient(t, params)
+        for block in state:
+            theta = np.concatenate([params[i].ravel() for i in block.indices])
+            g = np.concatenate([grads[i].ravel() for i in block.indices])
+            g = g + cfg.weight_decay * theta
+            if block.avg_theta is None:
+                block.avg_theta, block.avg_grad = theta.copy(), g.copy()
+            else:
+                block.avg_theta = beta * block.avg_theta + (1 - beta) * theta
+                block.avg_grad = beta * block.avg_grad + (1 - beta) * g
+            d = g if t <= warmup or not block.pairs else reference_two_loop(g, block.pairs)
+            if cfg.momentum:
+                block.buffer = d.copy() if block.buffer is None else cfg.momentum * block.buffer + d
+                d = block.buffer
+            theta_next = theta - cfg.lr * d
+            if t % cfg.update_every == 0:
+                if block.prev is not None:
+                    s = block.avg_theta - block.prev[0]
+                    y = block.avg_grad - block.prev[1]
+                    if cfg.damping:
+                        y_hat = reference_damp(s, y, cfg.tau0, cfg.sigma_low, cfg.sigma_high)
+                        block.pairs = [*block.pairs, (s, y_hat)][-cfg.history :]
+                    elif s @ y > np.finfo(s.dtype).eps * (s @ s):
+                        block.pairs = [*block.pairs, (s, y)][-cfg.history :]
+                block.prev = (block.avg_theta.copy(), block.avg_grad.copy())
+            offset = 0
+            for i in block.indices:
+                size = params[i].size
+                params[i] = theta_next[offset : offset + size].reshape(params[i].shape)
+                offset += size
+    return params, [b.pairs for b in state]

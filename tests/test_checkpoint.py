@@ -1,0 +1,98 @@
+"""state_dict holds only arrays and scalars, and resuming is bitwise exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_unchanged, snapshot
+from problems import NoisyQuadratic
+
+import mlbfgs
+
+CONFIG = {"lr": 0.05, "update_every": 3, "history": 2, "blocks": [[2, 0], [1]]}
+
+
+def fresh(problem: NoisyQuadratic, dtype=np.float64):
+    params = problem.initial(dtype)
+    return params, mlbfgs.MLBFGS(params, **CONFIG)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stop", [0, 2, 7, 13])
+def test_resume_through_savez_is_bitwise(tmp_path, dtype, stop) -> None:
+    problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
+    steps = 25
+    params, opt = fresh(problem, dtype)
+    for t in range(1, steps + 1):
+        opt.step(problem.gradient(t, params))
+
+    params2, opt2 = fresh(problem, dtype)
+    for t in range(1, stop + 1):
+        opt2.step(problem.gradient(t, params2))
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **opt2.state_dict(), allow_pickle=False)
+    saved_params = [p.copy() for p in params2]
+
+    resumed_params = saved_params
+    resumed = mlbfgs.MLBFGS(resumed_params, **CONFIG)
+    with np.load(path, allow_pickle=False) as data:
+        resumed.load_state_dict(dict(data))
+    assert resumed.step_count == stop
+    for t in range(stop + 1, steps + 1):
+        resumed.step(problem.gradient(t, resumed_params))
+    for a, b in zip(params, resumed_params, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.stats() == opt.stats() or _stats_equal_nan(resumed.stats(), opt.stats())
+
+
+def _stats_equal_nan(a, b) -> bool:
+    return all(
+        x.keys() == y.keys() and all(np.isclose(x[k], y[k], equal_nan=True) for k in x)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_state_dict_is_a_snapshot() -> None:
+    problem = NoisyQuadratic([(3,)], seed=1)
+    params = problem.initial()
+    opt = mlbfgs.MLBFGS(params, update_every=1)
+    opt.step(problem.gradient(1, params))
+    state = opt.state_dict()
+    theta = state["block0.averages.theta"].copy()
+    opt.step(problem.gradient(2, params))
+    np.testing.assert_array_equal(state["block0.averages.theta"], theta)
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "match"),
+    [
+        (lambda s: s.pop("block0.history.pairs"), KeyError, "history.pairs"),
+        (lambda s: s.update({"history": 3}), ValueError, "history"),
+        (lambda s: s.update({"partition.indices": [0, 2, 1]}), ValueError, "partition"),
+        (lambda s: s.update({"param_sizes": [6, 5, 5]}), ValueError, "param_sizes"),
+        (
+            lambda s: s.update({"block1.averages.theta": np.zeros(4)}),
+            ValueError,
+            "averages.theta",
+        ),
+        (
+            lambda s: s.update({"block0.history.pairs": s["block0.history.pairs"].astype("f4")}),
+            ValueError,
+            "dtype",
+        ),
+        (lambda s: s.update({"block0.history.order": [0, 0]}), ValueError, "order"),
+        (lambda s: s.update({"block1.averages.grad": [1.0] * 5}), TypeError, "averages.grad"),
+        (lambda s: s.pop("block1.averages.grad"), ValueError, "one of a pair"),
+    ],
+)
+def test_bad_state_changes_nothing(edit, error, match) -> None:
+    problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
+    params, opt = fresh(problem)
+    for t in range(1, 12):
+        opt.step(problem.gradient(t, params))
+    state = opt.state_dict()
+    edit(state)
+    before = snapshot(params, opt)
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(state)
+    assert_unchanged(before, params, opt)

@@ -1,0 +1,60 @@
+"""Eq (7): the damped pair's curvature lies in [sigma_low, sigma_high] and tau <= tau0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlbfgs.core import damp, damping_tau
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 30),
+    s_scale=st.floats(-60, 60),
+    y_scale=st.floats(-60, 60),
+    sign=st.sampled_from([-1.0, 1.0]),
+    tau0=st.floats(0.05, 1.0),
+    sigma_low=st.floats(0.0, 0.99),
+    sigma_high=st.floats(1.001, 100.0),
+)
+def test_damped_curvature_is_bounded(
+    seed: int,
+    n: int,
+    s_scale: float,
+    y_scale: float,
+    sign: float,
+    tau0: float,
+    sigma_low: float,
+    sigma_high: float,
+) -> None:
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal(n) * 10.0**s_scale
+    # Negative curvature included: y anti-aligned with s half the time.
+    y = sign * (np.abs(rng.standard_normal()) * s + rng.standard_normal(n) * 10.0**y_scale)
+    y_hat, tau = damp(s, y, tau0, sigma_low, sigma_high)
+    ratio = (s @ y_hat) / (s @ s)
+    slack = 1e-9 * max(1.0, abs((s @ y) / (s @ s)))
+    assert sigma_low - slack <= ratio <= sigma_high + slack
+    assert 0.0 < tau <= tau0
+
+
+@pytest.mark.parametrize(
+    ("mu", "expected"),
+    [
+        (-1.0, min((1 - 0.01) / 2.0, 0.99)),  # negative curvature: pulled up to sigma_low
+        (0.01, 0.99),  # at the lower threshold: (1-sigma_L)/(1-mu) = 1, capped by tau0
+        (0.5, 0.99),  # inside the band: tau0
+        (1.5, 0.99),  # at the upper threshold: (sigma_H-1)/(mu-1) = 1, capped by tau0
+        (11.0, 0.05),  # large curvature: pulled down to sigma_high
+    ],
+)
+def test_damping_tau_cases(mu: float, expected: float) -> None:
+    assert damping_tau(mu, 0.99, 0.01, 1.5) == pytest.approx(expected, rel=1e-15)
+
+
+def test_damp_rejects_zero_s() -> None:
+    with pytest.raises(ValueError, match="non-zero"):
+        damp(np.zeros(3), np.ones(3), 0.99, 0.01, 1.5)

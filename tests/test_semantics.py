@@ -1,0 +1,140 @@
+"""DESIGN.md section 3, step by step, against the plain-loop reference in reference.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from problems import NoisyQuadratic
+from reference import ReferenceConfig, reference_run
+
+import mlbfgs
+from mlbfgs.core import two_loop
+
+SHAPES = [(3, 4), (5,), (2, 2, 2), ()]
+
+
+def run_optimizer(problem: NoisyQuadratic, steps: int, blocks, **config):
+    params = problem.initial()
+    opt = mlbfgs.MLBFGS(params, blocks=blocks, **config)
+    for t in range(1, steps + 1):
+        opt.step(problem.gradient(t, params))
+    return params, opt
+
+
+@given(
+    seed=st.integers(0, 1000),
+    update_every=st.integers(1, 6),
+    history=st.integers(1, 4),
+    hessian_momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    momentum=st.sampled_from([0.0, 0.5]),
+    weight_decay=st.sampled_from([0.0, 0.01]),
+    damping=st.booleans(),
+    warmup=st.sampled_from([None, 0, 3]),
+    blocks=st.sampled_from([None, 2, [[3, 0], [2, 1]]]),
+)
+def test_trajectory_matches_reference(seed, blocks, **config) -> None:
+    problem = NoisyQuadratic(SHAPES, seed=seed, noise=0.1)
+    steps = 40
+    params, opt = run_optimizer(problem, steps, blocks, lr=0.05, **config)
+    partition = [list(layout.indices) for layout in opt.layouts]
+    expected, _ = reference_run(
+        problem.initial(), problem.gradient, steps, partition, ReferenceConfig(lr=0.05, **config)
+    )
+    for got, want in zip(params, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
+
+
+def test_warmup_is_sgd_with_heavy_ball_and_first_pair_at_2T() -> None:
+    problem = NoisyQuadratic([(6,)], seed=1, noise=0.05)
+    update_every, lr, momentum, wd = 3, 0.1, 0.9, 0.01
+    params = problem.initial()
+    opt = mlbfgs.MLBFGS(
+        params, lr=lr, update_every=update_every, momentum=momentum, weight_decay=wd
+    )
+    theta, buffer = params[0].copy(), None
+    for t in range(1, 2 * update_every + 1):
+        g = problem.gradient(t, params)
+        d = g[0] + wd * theta  # weight decay first
+        buffer = d.copy() if buffer is None else momentum * buffer + d  # heavy ball
+        theta = theta - lr * buffer
+        opt.step(g)
+        np.testing.assert_array_equal(params[0], theta)  # warm-up: plain SGD, bitwise
+        expected_pairs = 1 if t == 2 * update_every else 0
+        assert opt.stats()[0]["pairs_pushed"] == expected_pairs, t
+    # Step 2T + 1 is the first preconditioned step: d = H g from the single pair.
+    t = 2 * update_every + 1
+    g = problem.gradient(t, params)[0] + wd * params[0]
+    s_hist, y_hist = opt._blocks[0].history.chronological(np)
+    buffer = momentum * buffer + two_loop(g, s_hist, y_hist)
+    expected = params[0] - lr * buffer
+    opt.step(problem.gradient(t, params))
+    np.testing.assert_allclose(params[0], expected, rtol=1e-12)
+    assert not np.allclose(expected, params[0] - lr * (momentum * buffer + g))
+
+
+def test_averages_start_at_first_step_without_bias() -> None:
+    problem = NoisyQuadratic([(4,)], seed=2)
+    params = problem.initial()
+    theta1 = params[0].copy()
+    opt = mlbfgs.MLBFGS(params, update_every=5, hessian_momentum=0.9)
+    g1 = problem.gradient(1, params)
+    opt.step(g1)
+    averages = opt._blocks[0].averages
+    np.testing.assert_array_equal(averages.theta, theta1)
+    np.testing.assert_array_equal(averages.grad, g1[0])
+    theta2 = params[0].copy()
+    g2 = problem.gradient(2, params)
+    opt.step(g2)
+    np.testing.assert_allclose(averages.theta, 0.9 * theta1 + 0.1 * theta2, rtol=1e-15)
+    np.testing.assert_allclose(averages.grad, 0.9 * g1[0] + 0.1 * g2[0], rtol=1e-15)
+
+
+def test_ring_buffer_keeps_the_newest_pairs() -> None:
+    problem = NoisyQuadratic([(5,), (3,)], seed=3, noise=0.2)
+    steps, update_every, history = 60, 2, 3
+    params, opt = run_optimizer(
+        problem, steps, None, lr=0.05, update_every=update_every, history=history
+    )
+    _, pairs = reference_run(
+        problem.initial(),
+        problem.gradient,
+        steps,
+        [[0, 1]],
+        ReferenceConfig(lr=0.05, update_every=update_every, history=history),
+    )
+    stats = opt.stats()[0]
+    assert stats["pairs_stored"] == history
+    assert stats["pairs_pushed"] + stats["pairs_rejected"] == steps // update_every - 1
+    s_hist, y_hist = opt._blocks[0].history.chronological(np)
+    np.testing.assert_allclose(s_hist, np.stack([s for s, _ in pairs[0]]), rtol=1e-8)
+    np.testing.assert_allclose(y_hist, np.stack([y for _, y in pairs[0]]), rtol=1e-8)
+
+
+def test_blocks_never_mix() -> None:
+    """A block's trajectory depends only on its own parameters' gradients."""
+    problem = NoisyQuadratic([(4,), (4,)], seed=4, noise=0.1)
+    params = problem.initial()
+    two_blocks = mlbfgs.MLBFGS(params, lr=0.05, update_every=3, blocks=[[0], [1]])
+    alone = [problem.initial()[0]]
+    one_block = mlbfgs.MLBFGS(alone, lr=0.05, update_every=3)
+    for t in range(1, 31):
+        grads = problem.gradient(t, params)
+        two_blocks.step(grads)
+        one_block.step([grads[0]])
+        np.testing.assert_array_equal(alone[0], params[0])
+    assert two_blocks.stats()[0]["pairs_pushed"] > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved(dtype) -> None:
+    problem = NoisyQuadratic([(8,), (2, 3)], seed=5, noise=0.1)
+    params = problem.initial(dtype)
+    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2)
+    for t in range(1, 12):
+        opt.step(problem.gradient(t, params))
+    assert all(p.dtype == dtype for p in params)
+    state = opt.state_dict()
+    for key in ("block0.history.pairs", "block0.averages.theta", "block0.momentum_buffer"):
+        assert state[key].dtype == dtype, key
