@@ -138,18 +138,54 @@ def test_bench_rejects_unknown_parts(capsys: pytest.CaptureFixture[str]) -> None
     assert "--parts" in capsys.readouterr().err
 
 
-def test_info_and_module_entry_point_without_a_tty() -> None:
+def test_info(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mlbfgs 0.") and "numpy" in out
+    assert "MPI:" in out and "GPUs:" in out
+
+
+def _fig1_command(out: Path) -> list[str]:
+    return [sys.executable, "-m", "mlbfgs", "reproduce", "fig1", "--quick", "--out", str(out)]
+
+
+def test_module_entry_point_is_quiet_without_a_tty(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mlbfgs", "info"],
+        _fig1_command(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
         check=True,
     )
-    assert result.stdout.startswith("mlbfgs ")
-    assert "numpy" in result.stdout and "MPI:" in result.stdout and "GPUs:" in result.stdout
-    assert result.stderr == ""  # no progress bar or noise when stdout is not a terminal
+    assert "| method" in result.stdout
+    assert result.stderr == ""  # no progress bar when stdout is not a terminal
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    child = subprocess.Popen(_fig1_command(tmp_path), stdout=slave, stderr=slave)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closes when the child exits
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert child.wait(timeout=60) == 0
+    text = output.decode(errors="replace")
+    assert "fig1:" in text and "it/s" in text  # tqdm drew its bar
+    assert "| method" in text
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
