@@ -32,6 +32,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--iterations", type=positive_int, help="default 50 (fig1), 600 (ablation)")
     parser.add_argument("--condition", type=float, default=1.0, help="fig1: B = diag(1, 1/c)")
     parser.add_argument("--sigma", type=float, default=0.2, help="fig1: gradient noise")
+    parser.add_argument(
+        "--damping", action="store_true", help="fig1: damp the L-BFGS pairs by Eq (7)"
+    )
     parser.add_argument("--lr", type=float, help="ablation: base lr (0.05); fig1: 2nd-order lr")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="ablation: batch size")
     parser.add_argument("--update-every", type=positive_int, help="ablation: T (default 10)")
@@ -56,12 +59,13 @@ def fig1(args: argparse.Namespace) -> int:
         newton_lr=args.lr if args.lr is not None else 0.5,
         sgd_lr=0.1,
         history=2,
+        damping=args.damping,
     )
     print(
         f"noisy quadratic: B = diag(1, {1 / setup.condition:g}), sigma = {setup.sigma}, "
         f"start {setup.start}, {iterations} iterations, {seeds} noise seeds; SGD lr "
         f"{setup.sgd_lr}, second-order lr {setup.newton_lr}, M = {setup.history}, T = 1, "
-        f"beta = {setup.beta}, undamped"
+        f"beta = {setup.beta}, " + ("damped (Eq 7)" if setup.damping else "undamped")
     )
     with progress(seeds, "fig1") as update:
         per_method: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
