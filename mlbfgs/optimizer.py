@@ -192,7 +192,7 @@ class MLBFGS:
             if block.preconditions(t, config):
                 projection = probe = kernels.project(block.history.pairs, g)
             else:
-                probe = kernels.squared_norm(g)
+                probe = kernels.dot(g, g)
             prepared.append((b, theta, g, projection, probe))
         finite = self._finite([probe for *_, probe in prepared])
         if self.on_nonfinite == "raise":

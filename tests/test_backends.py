@@ -90,7 +90,7 @@ def test_fast_paths_match_generic_kernels(
     combine_scale = abs(scalar) * a64 + np.abs(coefficients.astype(np.float64)) @ pairs64
     both("combine", pairs, coefficients, scalar, a, scale=combine_scale)
     both("descend", a, b, scalar, scale=a64 + abs(scalar) * b64)
-    both("squared_norm", a, scale=np.sum(a64 * a64))
+    both("dot", a, a, scale=np.sum(a64 * a64))
     pair = []
     for kernels in (fast, generic):
         arrays = [backend.put(x) for x in (a, b, c, pairs[0])]

@@ -39,5 +39,5 @@ class TorchKernels(Kernels):
     def descend(self, theta: Array, direction: Array, lr: float) -> Array:
         return torch.add(theta, direction, alpha=-lr)
 
-    def squared_norm(self, x: Array) -> Array:
-        return torch.dot(x, x)
+    def dot(self, x: Array, y: Array) -> Array:
+        return torch.dot(x, y)

@@ -94,7 +94,7 @@ def update_curvature(block: BlockState, config: MLBFGSConfig, kernels: Kernels) 
     if averages.snapshot_theta is not None:
         s, y = curvature_pair(averages)  # Eq (6)
         outcome = prepare_pair(  # Eq (7)
-            kernels.xp,
+            kernels,
             s,
             y,
             damping=config.damping,

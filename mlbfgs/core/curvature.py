@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from .averages import MomentumAverages
 from .damping import curvature_ratio, damping_tau
-from .types import Array, Namespace
+from .kernels import Kernels
+from .types import Array
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def curvature_pair(averages: MomentumAverages) -> tuple[Array, Array]:
 
 
 def prepare_pair(
-    xp: Namespace,
+    kernels: Kernels,
     s: Array,
     y: Array,
     *,
@@ -50,7 +51,7 @@ def prepare_pair(
     sigma_high: float,
 ) -> CurvatureOutcome:
     """Damp (Eq (7)) or filter a raw pair; reject zero-length or non-finite pairs."""
-    mu = curvature_ratio(s, y)
+    mu = curvature_ratio(float(kernels.dot(s, y)), float(kernels.dot(s, s)))
     if math.isnan(mu):
         return CurvatureOutcome(None, None, mu, math.nan)
     if damping:
@@ -59,9 +60,9 @@ def prepare_pair(
     else:
         # Undamped (ablation): keep only pairs whose curvature is positive beyond rounding.
         tau, y_hat = 1.0, y
-        if mu <= float(xp.finfo(s.dtype).eps):
+        if mu <= float(kernels.xp.finfo(s.dtype).eps):
             return CurvatureOutcome(None, None, mu, tau)
     # gamma = s^T y_hat / y_hat^T y_hat must exist: y_hat^T y_hat finite (it is > 0 here).
-    if not math.isfinite(float(xp.vecdot(y_hat, y_hat))):
+    if not math.isfinite(float(kernels.dot(y_hat, y_hat))):
         return CurvatureOutcome(None, None, mu, tau)
     return CurvatureOutcome(s, y_hat, mu, tau)

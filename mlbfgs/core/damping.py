@@ -30,11 +30,8 @@ def damping_tau(mu: float, tau0: float, sigma_low: float, sigma_high: float) -> 
     return tau0
 
 
-def curvature_ratio(s: Array, y: Array) -> float:
-    """``mu = s^T y / s^T s``; NaN when s is zero or either vector is not finite."""
-    xp = array_namespace(s, y)
-    s_dot_s = float(xp.vecdot(s, s))
-    s_dot_y = float(xp.vecdot(s, y))
+def curvature_ratio(s_dot_y: float, s_dot_s: float) -> float:
+    """``mu = s^T y / s^T s``; NaN when s is zero or either product is not finite."""
     if not (math.isfinite(s_dot_s) and math.isfinite(s_dot_y)) or s_dot_s == 0.0:
         return math.nan
     return s_dot_y / s_dot_s
@@ -48,7 +45,8 @@ def damp(
     Raises ``ValueError`` when ``s^T s`` is zero or either vector is not finite, since
     then no tau can bound the curvature.
     """
-    mu = curvature_ratio(s, y)
+    xp = array_namespace(s, y)
+    mu = curvature_ratio(float(xp.vecdot(s, y)), float(xp.vecdot(s, s)))
     if math.isnan(mu):
         raise ValueError("damp: s must be non-zero and s, y finite")
     tau = damping_tau(mu, tau0, sigma_low, sigma_high)

@@ -48,6 +48,6 @@ class Kernels:
         """``theta - lr * direction`` as a new array (Eq (2))."""
         return theta - lr * direction
 
-    def squared_norm(self, x: Array) -> Array:
-        """``x^T x`` as a 0-d array; non-finite iff x holds a non-finite entry (or overflows)."""
-        return self.xp.vecdot(x, x)
+    def dot(self, x: Array, y: Array) -> Array:
+        """``x^T y`` of two vectors as a 0-d array (non-finite if either holds NaN or inf)."""
+        return self.xp.vecdot(x, y)
