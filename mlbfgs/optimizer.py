@@ -223,10 +223,12 @@ class MLBFGS:
         xp = self._xp
         if not probes:
             return []
-        flags = [xp.all(xp.isfinite(probe)) for probe in probes]
-        if bool(xp.all(xp.stack(flags))):
-            return [True] * len(flags)
-        return [bool(flag) for flag in flags]
+        # A sum is finite iff every term is (or the sum overflows: skipping then is right,
+        # no useful step comes from such a gradient); it is the cheapest such reduction.
+        totals = [xp.sum(probe) for probe in probes]
+        if math.isfinite(float(sum(totals[1:], totals[0]))):
+            return [True] * len(totals)
+        return [math.isfinite(float(total)) for total in totals]
 
     # -- introspection and checkpoints ----------------------------------------------------
 

@@ -40,6 +40,17 @@ def check_grads(grads: object, params: Sequence[Array], xp: Namespace) -> list[A
         raise TypeError("grads must be a list of arrays, one per parameter")
     if len(grads) != len(params):
         raise ValueError(f"grads has {len(grads)} arrays but there are {len(params)} params")
+    # This runs every step: the common case (same array type, shape, dtype and device as
+    # the parameter) is settled with plain attribute reads; anything else gets the full
+    # checks below, which name the culprit.
+    if all(
+        type(g) is type(p)
+        and g.shape == p.shape
+        and g.dtype == p.dtype
+        and getattr(g, "device", None) == getattr(p, "device", None)
+        for g, p in zip(grads, params, strict=True)
+    ):
+        return list(grads)
     for i, (g, p) in enumerate(zip(grads, params, strict=True)):
         if not is_array_api_obj(g):
             raise TypeError(f"grads[{i}] is a {type(g).__name__}, not an array")
