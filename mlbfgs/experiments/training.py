@@ -68,22 +68,6 @@ def recommended_specs(update_every: int = 3, history: int = 10) -> list[Optimize
     ]
 
 
-class _EngineOptimizer:
-    """``mlbfgs.MLBFGS`` driven from torch parameters (used when ``mlbfgs.torch`` is absent)."""
-
-    def __init__(self, params: Sequence[torch.Tensor], lr: float, **options: Any) -> None:
-        from .. import MLBFGS
-
-        self.params = list(params)
-        self.param_groups = [{"lr": lr}]
-        self.engine = MLBFGS(
-            [p.detach() for p in self.params], lr=lambda _t: self.param_groups[0]["lr"], **options
-        )
-
-    def step(self) -> None:
-        self.engine.step([p.grad for p in self.params])
-
-
 def make_optimizer(spec: OptimizerSpec, params: Sequence[torch.Tensor]) -> Any:
     """A torch-style optimizer (``param_groups`` with ``lr``, ``step()``) for ``spec``."""
     params = list(params)
@@ -92,10 +76,8 @@ def make_optimizer(spec: OptimizerSpec, params: Sequence[torch.Tensor]) -> Any:
     if spec.kind == "adam":
         return torch.optim.Adam(params, lr=spec.lr, **spec.options)
     if spec.kind == "mlbfgs":
-        try:
-            from ..torch import MLBFGS as TorchMLBFGS
-        except ImportError:
-            return _EngineOptimizer(params, spec.lr, **spec.options)
+        from ..torch import MLBFGS as TorchMLBFGS
+
         return TorchMLBFGS(params, lr=spec.lr, **spec.options)
     raise ValueError(f"optimizer kind must be mlbfgs, sgd or adam, got {spec.kind!r}")
 
