@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from .. import MLBFGS
 from ..data import Dataset
+from .numpy_mlp import NumpyMLP
 from .schedule import batch_order, cosine
 
 Array = npt.NDArray[np.float32]
@@ -27,38 +28,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "damping only": {"damping": True, "hessian_momentum": 0.0},
     "neither (vanilla)": {"damping": False, "hessian_momentum": 0.0},
 }
-
-
-class NumpyMLP:
-    """``softmax(W2 tanh(W1 x + b1) + b2)`` with cross-entropy; forward and backward by hand."""
-
-    def __init__(self, inputs: int, hidden: int, classes: int, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.params: list[Array] = [
-            (rng.normal(0, 1 / math.sqrt(inputs), (inputs, hidden))).astype(np.float32),
-            np.zeros(hidden, np.float32),
-            (rng.normal(0, 1 / math.sqrt(hidden), (hidden, classes))).astype(np.float32),
-            np.zeros(classes, np.float32),
-        ]
-
-    def loss_and_grads(self, x: Array, y: npt.NDArray[np.int64]) -> tuple[float, list[Array]]:
-        w1, b1, w2, b2 = self.params
-        h = np.tanh(x @ w1 + b1)
-        logits = h @ w2 + b2
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        n = len(y)
-        loss = -float(np.mean(np.log(p[np.arange(n), y] + 1e-30)))
-        d_logits = p
-        d_logits[np.arange(n), y] -= 1.0
-        d_logits /= n
-        d_h = (d_logits @ w2.T) * (1.0 - h * h)
-        grads = [x.T @ d_h, d_h.sum(axis=0), h.T @ d_logits, d_logits.sum(axis=0)]
-        return loss, [g.astype(np.float32) for g in grads]
-
-    def loss(self, x: Array, y: npt.NDArray[np.int64]) -> float:
-        return self.loss_and_grads(x, y)[0]
 
 
 @dataclass
