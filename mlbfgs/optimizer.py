@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from array_api_compat import device
@@ -26,6 +27,7 @@ from .core import (
     apply_weight_decay,
     balanced_partition,
     block_step,
+    skip_step,
     validate_partition,
 )
 from .core.types import Array
@@ -35,6 +37,26 @@ from .validation import LearningRate, check_grads, check_lr, check_params, lr_at
 
 FORMAT_VERSION = 1
 NonFinitePolicy = Literal["skip", "raise"]
+
+
+@dataclass(frozen=True)
+class _PreparedBlock:
+    index: int
+    theta: Array
+    g: Array
+    projection: Array | None
+    probe: Array
+
+
+@dataclass(frozen=True)
+class PreparedStep:
+    """What ``MLBFGS.prepare`` computed for step ``t``; consumed by ``MLBFGS.apply``."""
+
+    optimizer: MLBFGS
+    t: int
+    lr: float
+    blocks: list[_PreparedBlock]
+    finite: list[bool]
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -88,9 +110,7 @@ class MLBFGS:
                 damping=damping,
                 momentum=momentum,
                 weight_decay=weight_decay,
-                warmup=2 * update_every
-                if isinstance(update_every, int) and warmup is None
-                else warmup,
+                warmup=warmup,
             )
             if on_nonfinite not in ("skip", "raise"):
                 raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
@@ -173,18 +193,25 @@ class MLBFGS:
 
     def step(self, grads: Sequence[Array]) -> None:
         """Apply one mL-BFGS step to ``params`` given their gradients."""
+        self.apply(self.prepare(grads))
+
+    def prepare(self, grads: Sequence[Array]) -> PreparedStep:
+        """Phase 1 of ``step``; changes nothing (only this rank's exchange buffers).
+
+        Checks the gradients and this step's learning rate, takes each owned block's (mean)
+        gradient, adds weight decay and computes the first reduction of the step, whose
+        finiteness certifies the gradient without an extra pass over it. Under
+        ``on_nonfinite="raise"`` a non-finite gradient raises here. Callers that step
+        several optimizers together (``mlbfgs.torch``) prepare all of them before applying
+        any, so that an error leaves every one unchanged.
+        """
         xp, kernels, config = self._xp, self._kernels, self.config
         grads = check_grads(grads, self.params, xp)
         t = self._step + 1
         lr = lr_at(self.lr, t)
-
-        # Phase 1 changes nothing: the owned blocks' (mean) gradients, weight decay, and the
-        # first reduction of the step, whose finiteness certifies the gradient (no extra
-        # pass over the data).
         exchange = self._exchange
-        local_grads = exchange.gradients(xp, grads, self.average_grads)
-        prepared = []
-        for b, g in zip(self.owned, local_grads, strict=True):
+        blocks = []
+        for b, g in zip(self.owned, exchange.gradients(xp, grads, self.average_grads), strict=True):
             block, layout = self._blocks[b], self.layouts[b]
             theta = layout.gather(xp, self.params)
             g = apply_weight_decay(g, theta, config.weight_decay)
@@ -193,30 +220,43 @@ class MLBFGS:
                 projection = probe = kernels.project(block.history.pairs, g)
             else:
                 probe = kernels.dot(g, g)
-            prepared.append((b, theta, g, projection, probe))
-        finite = self._finite([probe for *_, probe in prepared])
+            blocks.append(_PreparedBlock(b, theta, g, projection, probe))
+        finite = self._finite([block.probe for block in blocks])
         if self.on_nonfinite == "raise":
             verdicts = exchange.everyone_finite(all(finite))
             if not all(verdicts):
-                bad = [b for (b, *_), ok in zip(prepared, finite, strict=True) if not ok]
+                bad = [block.index for block, ok in zip(blocks, finite, strict=True) if not ok]
                 raise NonFiniteGradientError(
                     f"non-finite gradient (or overflow) in block(s) {bad} of this rank, "
                     f"parameters {[i for b in bad for i in self.layouts[b].indices]} (ranks "
                     f"{[r for r, ok in enumerate(verdicts) if not ok]}); nothing was changed"
                 )
+        return PreparedStep(self, t, lr, blocks, finite)
 
-        # Phase 2: Algorithm 1 for every owned block whose gradient is finite, then every
-        # block's new parameters reach every rank.
+    def apply(self, prepared: PreparedStep) -> None:
+        """Phase 2 of ``step``: Algorithm 1 for every owned block whose gradient is finite,
+        then every block's new parameters reach every rank."""
+        if prepared.optimizer is not self or prepared.t != self._step + 1:
+            raise ValueError("apply() takes the result of this optimizer's latest prepare()")
         theta_next: dict[int, Array] = {}
-        for (b, theta, g, projection, _), ok in zip(prepared, finite, strict=True):
-            block = self._blocks[b]
-            if not ok:
-                block.stats.skipped_steps += 1
-                theta_next[b] = theta
-                continue
-            theta_next[b] = block_step(block, theta, g, projection, t, lr, config, kernels)
-        exchange.publish(xp, theta_next, self.params)
-        self._step = t
+        for item, ok in zip(prepared.blocks, prepared.finite, strict=True):
+            block = self._blocks[item.index]
+            if ok:
+                theta_next[item.index] = block_step(
+                    block,
+                    item.theta,
+                    item.g,
+                    item.projection,
+                    prepared.t,
+                    prepared.lr,
+                    self.config,
+                    self._kernels,
+                )
+            else:
+                skip_step(block, prepared.t, self.config)
+                theta_next[item.index] = item.theta
+        self._exchange.publish(self._xp, theta_next, self.params)
+        self._step = prepared.t
 
     def _finite(self, probes: list[Array]) -> list[bool]:
         """Per block, whether its probe is finite, with one host sync in the common case."""

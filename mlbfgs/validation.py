@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from array_api_compat import array_namespace, device, is_array_api_obj
 
+from .core.config import is_real
 from .core.types import Array, Namespace
 
 LearningRate = float | Callable[[int], float]
@@ -21,9 +22,13 @@ def check_params(params: object) -> tuple[list[Array], Namespace]:
     if is_array_api_obj(params) or not isinstance(params, Sequence) or not params:
         raise TypeError("params must be a non-empty list of arrays (not a single array)")
     arrays = list(params)
+    first_index: dict[int, int] = {}
     for i, p in enumerate(arrays):
         if not is_array_api_obj(p):
             raise TypeError(f"params[{i}] is a {type(p).__name__}, not an array")
+        if id(p) in first_index:  # one of the two updates would be lost
+            raise ValueError(f"params[{i}] is the same array as params[{first_index[id(p)]}]")
+        first_index[id(p)] = i
     try:
         xp = array_namespace(*arrays)
     except TypeError as error:
@@ -73,7 +78,7 @@ def check_lr(lr: object) -> LearningRate:
     """A finite float >= 0, or a callable ``t -> float`` (checked at every step)."""
     if callable(lr):
         return lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+    if not is_real(lr) or float(lr) < 0:
         raise ValueError(f"lr must be a finite number >= 0 or a callable t -> lr, got {lr!r}")
     return float(lr)
 

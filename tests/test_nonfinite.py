@@ -13,8 +13,9 @@ import mlbfgs
 def trained(**kwargs):
     problem = NoisyQuadratic([(4,), (3,), (2,)], seed=11, noise=0.1)
     params = problem.initial()
-    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2, blocks=[[0], [1, 2]], **kwargs)
-    for t in range(1, 10):  # past warm-up: the probe is the first product with the history
+    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=3, blocks=[[0], [1, 2]], **kwargs)
+    for t in range(1, 10):  # past warm-up (the probe is the first product with the history);
+        # the next step, 10, is not a curvature boundary
         opt.step(problem.gradient(t, params))
     return problem, params, opt
 
@@ -38,6 +39,24 @@ def test_skip_leaves_the_block_untouched_and_counts(bad) -> None:
     assert not np.array_equal(params[0], block0_before)
     assert [s["skipped_steps"] for s in opt.stats()] == [0, 1]
     assert all(np.isfinite(p).all() for p in params)
+
+
+def test_skip_at_a_boundary_drops_the_snapshot() -> None:
+    """No pair may span more than T steps: after a skipped boundary the next one only
+    takes a snapshot, and pairs resume one boundary later."""
+    problem = NoisyQuadratic([(4,)], seed=12, noise=0.1)
+    params = problem.initial()
+    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2)
+    for t in range(1, 9):
+        grads = problem.gradient(t, params)
+        if t == 4:
+            grads[0][0] = np.nan
+        opt.step(grads)
+        pushed = opt.stats()[0]["pairs_pushed"]
+        # Snapshots at 2, (4 skipped: dropped), 6; pairs at 8 only (none at 6).
+        assert pushed == (1 if t >= 8 else 0), (t, pushed)
+        averages = opt._blocks[0].averages
+        assert (averages.snapshot_theta is None) == (t in (1, 4, 5)), t
 
 
 def test_skip_during_warmup() -> None:

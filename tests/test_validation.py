@@ -129,3 +129,38 @@ def test_learning_rate_schedule_gets_the_step_number() -> None:
     for _ in range(3):
         opt.step([np.ones(2)])
     assert seen == [1, 2, 3]
+
+
+def test_numpy_scalars_are_accepted_as_hyperparameters() -> None:
+    params = [np.ones(3)]
+    opt = mlbfgs.MLBFGS(
+        params,
+        lr=np.float32(0.1),
+        history=np.int64(4),
+        update_every=np.int32(2),
+        momentum=np.float64(0.5),
+    )
+    assert opt.config.history == 4 and type(opt.config.history) is int
+    assert opt.config.warmup_steps == 4
+    assert type(opt.config.momentum) is float
+    opt.step([np.ones(3)])
+
+
+def test_the_same_array_twice_is_rejected() -> None:
+    a = np.ones(3)
+    with pytest.raises(ValueError, match=r"params\[1\] is the same array as params\[0\]"):
+        mlbfgs.MLBFGS([a, a])
+
+
+def test_sigma_low_zero_rejects_flat_pairs_instead_of_failing() -> None:
+    """With sigma_low = 0, damping drives s^T y_hat of a negative-curvature pair to 0
+    (Eq (7) with mu = -1 gives tau = 1/2); such a pair is rejected, not pushed."""
+    hessian = np.diag([-1.0, 1.0])  # moving along the first axis: curvature -1
+    params = [np.array([1.0, 0.0])]
+    opt = mlbfgs.MLBFGS(params, lr=0.01, update_every=2, sigma_low=0.0)
+    for _ in range(20):
+        opt.step([hessian @ params[0]])
+    stats = opt.stats()[0]
+    assert stats["mu"] == pytest.approx(-1.0) and stats["tau"] == pytest.approx(0.5)
+    assert stats["pairs_pushed"] == 0 and stats["pairs_rejected"] == 9
+    assert np.isfinite(params[0]).all()

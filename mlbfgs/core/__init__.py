@@ -5,7 +5,7 @@ arguments (``array_api_compat.array_namespace``), so the same code runs on NumPy
 torch and ``array_api_strict`` arrays.
 """
 
-from .algorithm import BlockState, BlockStats, block_step, update_curvature
+from .algorithm import BlockState, BlockStats, block_step, skip_step, update_curvature
 from .averages import MomentumAverages
 from .config import MLBFGSConfig
 from .curvature import CurvatureOutcome, curvature_pair, prepare_pair
@@ -38,6 +38,7 @@ __all__ = [
     "in_warmup",
     "precondition",
     "prepare_pair",
+    "skip_step",
     "two_loop",
     "update_curvature",
     "validate_partition",

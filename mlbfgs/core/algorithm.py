@@ -48,7 +48,7 @@ class BlockState:
 
     def preconditions(self, t: int, config: MLBFGSConfig) -> bool:
         """Whether step t uses ``d = H g`` rather than the SGD warm-up."""
-        return not in_warmup(t, config.warmup, len(self.history))
+        return not in_warmup(t, config.warmup_steps, len(self.history))
 
 
 def block_step(
@@ -85,6 +85,18 @@ def block_step(
     if t % config.update_every == 0:  # line 13
         update_curvature(block, config, kernels)
     return theta_next
+
+
+def skip_step(block: BlockState, t: int, config: MLBFGSConfig) -> None:
+    """Step t skipped (non-finite gradient): nothing of the block changes but a counter.
+
+    At a curvature boundary the snapshot is dropped as well, so that no pair ever spans
+    more than T steps (DESIGN.md section 3.6: a pair needs the snapshot from step t - T);
+    the next boundary then only takes a snapshot.
+    """
+    block.stats.skipped_steps += 1
+    if t % config.update_every == 0 and block.averages is not None:
+        block.averages.snapshot_theta = block.averages.snapshot_grad = None
 
 
 def update_curvature(block: BlockState, config: MLBFGSConfig, kernels: Kernels) -> None:

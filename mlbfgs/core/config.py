@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 
-def _require(ok: bool, name: str, value: object, rule: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
+def is_real(value: object) -> TypeGuard[numbers.Real]:
+    """A finite real number (Python or NumPy scalar), not a bool."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_count(value: object) -> bool:
+    """An integer (Python or NumPy scalar), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class MLBFGSConfig:
     """The paper's hyperparameters (Table 5 defaults); the learning rate lives outside.
 
-    Raises ``ValueError`` naming the argument when a value is out of its range.
+    Raises ``ValueError`` naming the argument when a value is out of its range. NumPy
+    scalars are accepted and stored as Python ``int`` / ``float``.
     """
 
     history: int = 10
@@ -41,34 +46,36 @@ class MLBFGSConfig:
     """Heavy-ball momentum on the preconditioned direction."""
     weight_decay: float = 0.0
     """L2 coefficient folded into the gradient before anything else."""
-    warmup: int = 100
-    """Steps of SGD before preconditioning starts (the paper uses 2T)."""
+    warmup: int | None = None
+    """Steps of SGD before preconditioning starts; ``None`` means 2T, as in the paper."""
 
     def __post_init__(self) -> None:
-        _require(_is_count(self.history) and self.history >= 1, "history", self.history, ">= 1")
-        _require(
-            _is_count(self.update_every) and self.update_every >= 1,
-            "update_every",
-            self.update_every,
-            ">= 1",
-        )
-        beta = self.hessian_momentum
-        _require(_is_real(beta) and 0.0 <= beta < 1.0, "hessian_momentum", beta, "in [0, 1)")
-        _require(_is_real(self.tau0) and 0.0 < self.tau0 <= 1.0, "tau0", self.tau0, "in (0, 1]")
-        low, high = self.sigma_low, self.sigma_high
-        _require(_is_real(low) and 0.0 <= low < 1.0, "sigma_low", low, "in [0, 1)")
-        _require(_is_real(high) and high > 1.0, "sigma_high", high, "> 1")
-        _require(isinstance(self.damping, bool), "damping", self.damping, "a bool")
-        _require(
-            _is_real(self.momentum) and 0.0 <= self.momentum < 1.0,
-            "momentum",
-            self.momentum,
-            "in [0, 1)",
-        )
-        _require(
-            _is_real(self.weight_decay) and self.weight_decay >= 0.0,
-            "weight_decay",
-            self.weight_decay,
-            "a finite number >= 0",
-        )
-        _require(_is_count(self.warmup) and self.warmup >= 0, "warmup", self.warmup, ">= 0")
+        self._count("history", minimum=1)
+        self._count("update_every", minimum=1)
+        if self.warmup is not None:
+            self._count("warmup", minimum=0)
+        self._real("hessian_momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        self._real("tau0", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+        self._real("sigma_low", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        self._real("sigma_high", lambda v: v > 1.0, "> 1")
+        if not isinstance(self.damping, bool):
+            raise ValueError(f"damping must be a bool, got {self.damping!r}")
+        self._real("momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        self._real("weight_decay", lambda v: v >= 0.0, "a finite number >= 0")
+
+    @property
+    def warmup_steps(self) -> int:
+        """``warmup``, with ``None`` resolved to 2T."""
+        return 2 * self.update_every if self.warmup is None else self.warmup
+
+    def _count(self, name: str, minimum: int) -> None:
+        value = getattr(self, name)
+        if not is_count(value) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        object.__setattr__(self, name, int(value))
+
+    def _real(self, name: str, ok: Callable[[float], bool], rule: str) -> None:
+        value = getattr(self, name)
+        if not is_real(value) or not ok(float(value)):
+            raise ValueError(f"{name} must be {rule}, got {value!r}")
+        object.__setattr__(self, name, float(value))

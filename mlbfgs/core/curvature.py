@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from .averages import MomentumAverages
-from .damping import curvature_ratio, damping_tau
+from .damping import curvature_ratio, damp_with_ratio
 from .kernels import Kernels
 from .types import Array
 
@@ -50,18 +50,20 @@ def prepare_pair(
     sigma_low: float,
     sigma_high: float,
 ) -> CurvatureOutcome:
-    """Damp (Eq (7)) or filter a raw pair; reject zero-length or non-finite pairs."""
+    """Damp (Eq (7)) a raw pair, or pass it through undamped; reject pairs that are
+    zero-length, non-finite or without positive curvature."""
     mu = curvature_ratio(float(kernels.dot(s, y)), float(kernels.dot(s, s)))
     if math.isnan(mu):
         return CurvatureOutcome(None, None, mu, math.nan)
     if damping:
-        tau = damping_tau(mu, tau0, sigma_low, sigma_high)
-        y_hat = tau * y + (1.0 - tau) * s
+        y_hat, tau = damp_with_ratio(s, y, mu, tau0, sigma_low, sigma_high)
+        curvature = mu * tau + 1.0 - tau  # s^T y_hat / s^T s (Appendix A.2.4)
     else:
-        # Undamped (ablation): keep only pairs whose curvature is positive beyond rounding.
-        tau, y_hat = 1.0, y
-        if mu <= float(kernels.xp.finfo(s.dtype).eps):
-            return CurvatureOutcome(None, None, mu, tau)
+        y_hat, tau, curvature = y, 1.0, mu
+    # Curvature must be positive beyond rounding, or R of the compact form is singular:
+    # this rejects non-positive pairs when undamped (ablations) or with sigma_low = 0.
+    if curvature <= float(kernels.xp.finfo(s.dtype).eps):
+        return CurvatureOutcome(None, None, mu, tau)
     # gamma = s^T y_hat / y_hat^T y_hat must exist: y_hat^T y_hat finite (it is > 0 here).
     if not math.isfinite(float(kernels.dot(y_hat, y_hat))):
         return CurvatureOutcome(None, None, mu, tau)

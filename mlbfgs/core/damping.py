@@ -49,5 +49,12 @@ def damp(
     mu = curvature_ratio(float(xp.vecdot(s, y)), float(xp.vecdot(s, s)))
     if math.isnan(mu):
         raise ValueError("damp: s must be non-zero and s, y finite")
+    return damp_with_ratio(s, y, mu, tau0, sigma_low, sigma_high)
+
+
+def damp_with_ratio(
+    s: Array, y: Array, mu: float, tau0: float, sigma_low: float, sigma_high: float
+) -> tuple[Array, float]:
+    """Eq (7) for a pair whose ``mu = s^T y / s^T s`` is already known."""
     tau = damping_tau(mu, tau0, sigma_low, sigma_high)
     return tau * y + (1.0 - tau) * s, tau
