@@ -17,7 +17,6 @@ decay, momentum and the curvature of their block would still move them.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -128,8 +127,8 @@ class MLBFGS(torch.optim.Optimizer):
 
     # -- the step -------------------------------------------------------------------------
 
-    def _sync_engine(self, index: int) -> engine_module.MLBFGS:
-        """Hand group ``index``'s current hyperparameters and tensors to its engine."""
+    def _engine_inputs(self, index: int) -> tuple[MLBFGSConfig, float, list[torch.Tensor]]:
+        """Group ``index``'s current hyperparameters and tensors, checked; changes nothing."""
         group, engine = self.param_groups[index], self._engines[index]
         for key, built in self._structure[index].items():
             if group[key] != built:
@@ -137,13 +136,13 @@ class MLBFGS(torch.optim.Optimizer):
                     f"param_groups[{index}][{key!r}] changed from {built!r} to {group[key]!r}; "
                     "it is fixed when the optimizer is built"
                 )
-        warmup = group["warmup"]
-        if warmup is None and isinstance(group["update_every"], int):
-            warmup = 2 * group["update_every"]
-        values = {key: group[key] for key in _CONFIG_KEYS} | {"warmup": warmup}
-        if values != {key: getattr(engine.config, key) for key in _CONFIG_KEYS}:
-            engine.config = MLBFGSConfig(**values)
-        engine.lr = check_lr(_as_float(group["lr"], f"param_groups[{index}]['lr']"))
+        try:
+            config = MLBFGSConfig(**{key: group[key] for key in _CONFIG_KEYS})
+            lr = check_lr(_as_float(group["lr"]))
+            if callable(lr):
+                raise TypeError("lr must be a number; use torch.optim.lr_scheduler for schedules")
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"param_groups[{index}]: {error}") from None
         # Fresh views each step: ``model.to(...)`` may have swapped a parameter's storage.
         views = [p.detach() for p in group["params"]]
         for i, (view, old) in enumerate(zip(views, engine.params, strict=True)):
@@ -153,29 +152,39 @@ class MLBFGS(torch.optim.Optimizer):
                     f"to {view.dtype} on {view.device} after the optimizer was built; move the "
                     "model first, or rebuild the optimizer and load its state_dict"
                 )
-        engine.params = views
-        return engine
+        return (engine.config if config == engine.config else config), lr, views
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One mL-BFGS step on every group; ``closure`` re-evaluates the loss, as usual."""
+        """One mL-BFGS step on every group; ``closure`` re-evaluates the loss, as usual.
+
+        Every group is checked and prepared (gradients, finiteness) before any group
+        changes, so an error, ``NonFiniteGradientError`` included, leaves all of them as
+        they were.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        # Check every group before any of them changes.
-        work = []
-        for index, group in enumerate(self.param_groups):
-            engine = self._sync_engine(index)
-            if all(p.grad is None for p in group["params"]):
+        inputs = [self._engine_inputs(index) for index in range(len(self.param_groups))]
+        # With several ranks every group takes part in every step's collectives, even one
+        # whose gradients are all missing on this rank (it then contributes zeros).
+        distributed = self._comm is not None and self._comm.size > 1
+        prepared = []
+        for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
+            if not distributed and all(p.grad is None for p in group["params"]):
                 continue
             grads = [
-                torch.zeros_like(p) if p.grad is None else _dense(p.grad, index, i)
+                torch.zeros_like(p) if p.grad is None else _dense(p.grad, index, i).detach()
                 for i, p in enumerate(group["params"])
             ]
-            work.append((engine, [g.detach() for g in grads]))
-        for engine, grads in work:
-            engine.step(grads)
+            engine.config, engine.lr, engine.params = inputs[index]
+            try:
+                prepared.append(engine.prepare(grads))
+            except (TypeError, ValueError, FloatingPointError) as error:
+                raise type(error)(f"param_groups[{index}]: {error}") from None
+        for step in prepared:
+            step.optimizer.apply(step)
         return loss
 
     # -- introspection and checkpoints ----------------------------------------------------
@@ -236,14 +245,13 @@ class MLBFGS(torch.optim.Optimizer):
             raise
 
 
-def _as_float(value: object, name: str) -> float:
+def _as_float(value: object) -> object:
+    """A one-element tensor's value (schedulers may store ``lr`` as a tensor), else ``value``."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} must be a number, got a tensor of shape {value.shape}")
-        return float(value.item())
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            raise ValueError(f"lr must be a number, got a tensor of shape {tuple(value.shape)}")
+        return value.item()
+    return value
 
 
 def _dense(grad: torch.Tensor, group: int, index: int) -> torch.Tensor:

@@ -373,3 +373,40 @@ def test_group_hyperparameters_are_read_every_step_and_groups_can_be_added() -> 
     with pytest.raises(ValueError, match="tau0"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "tau0": 2.0})
     assert len(opt.param_groups) == len(opt.engines) == 2
+
+
+def test_raise_with_several_groups_changes_no_group() -> None:
+    """A NaN in the second group: the first group must not have stepped either."""
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(3, 3), torch.nn.Linear(3, 1)
+    opt = mt.MLBFGS(
+        [{"params": first.parameters()}, {"params": second.parameters(), "lr": 0.01}],
+        lr=0.05,
+        update_every=2,
+        on_nonfinite="raise",
+    )
+    for p in [*first.parameters(), *second.parameters()]:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    before = [p.detach().clone() for p in [*first.parameters(), *second.parameters()]]
+    state = opt.state_dict()["mlbfgs_engines"]
+    second.bias.grad = torch.tensor([float("nan")])
+    with pytest.raises(FloatingPointError, match=r"param_groups\[1\]"):
+        opt.step()
+    for old, p in zip(before, [*first.parameters(), *second.parameters()], strict=True):
+        assert torch.equal(old, p.detach())
+    for old, new in zip(state, opt.state_dict()["mlbfgs_engines"], strict=True):
+        assert old["step"] == new["step"] == 1
+
+
+def test_bad_group_hyperparameter_is_named_and_changes_nothing() -> None:
+    model = torch.nn.Linear(2, 1)
+    opt = mt.MLBFGS([{"params": [model.weight]}, {"params": [model.bias]}], lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.param_groups[0]["momentum"] = 0.5
+    opt.param_groups[1]["momentum"] = 1.5
+    config_before = opt.engines[0].config
+    with pytest.raises(ValueError, match=r"param_groups\[1\]: momentum"):
+        opt.step()
+    assert opt.engines[0].config is config_before
