@@ -15,6 +15,11 @@ from array_api_compat import device
 from .core.types import Array, Namespace
 
 
+def numel(shape: Sequence[int]) -> int:
+    """The number of elements of an array of this shape."""
+    return math.prod(int(d) for d in shape)
+
+
 @dataclass(frozen=True)
 class BlockLayout:
     """The parameter indices of one block, in flattening order, with their shapes."""
@@ -36,7 +41,7 @@ class BlockLayout:
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        return tuple(math.prod(shape) for shape in self.shapes)
+        return tuple(numel(shape) for shape in self.shapes)
 
     @property
     def numel(self) -> int:

@@ -32,7 +32,7 @@ from .core import (
 )
 from .core.types import Array
 from .distributed import BlockExchange, construct_together
-from .layout import BlockLayout
+from .layout import BlockLayout, numel
 from .validation import LearningRate, check_grads, check_lr, check_params, lr_at
 
 FORMAT_VERSION = 1
@@ -137,7 +137,7 @@ class MLBFGS:
         if isinstance(blocks, bool):
             raise TypeError("blocks must be None, an int or a list of index lists, not a bool")
         if isinstance(blocks, int):
-            sizes = [math.prod(int(d) for d in p.shape) for p in self.params]
+            sizes = [numel(p.shape) for p in self.params]
             return balanced_partition(sizes, blocks)
         if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
             raise TypeError(f"blocks must be None, an int or a list of index lists, got {blocks!r}")
@@ -145,9 +145,18 @@ class MLBFGS:
 
     def _use_partition(self, partition: list[list[int]]) -> None:
         """Lay out the blocks and assign them to ranks (contiguous runs, balanced by size)."""
-        self.layouts = [BlockLayout.of(b, idx, self.params) for b, idx in enumerate(partition)]
-        self._exchange = BlockExchange(self.comm, self.layouts, self.params)
-        self.owned = list(self._exchange.owned)
+        layouts = [BlockLayout.of(b, idx, self.params) for b, idx in enumerate(partition)]
+        self._exchange = BlockExchange(self.comm, layouts, self.params)
+
+    @property
+    def layouts(self) -> list[BlockLayout]:
+        """Every block's layout (parameter indices and shapes), in block order."""
+        return self._exchange.layouts
+
+    @property
+    def owned(self) -> list[int]:
+        """The blocks this rank updates (all of them on one process)."""
+        return self._exchange.owned
 
     def _fingerprint(self) -> dict[str, Any]:
         """What every rank must agree on; compared across ranks at construction."""
@@ -174,7 +183,7 @@ class MLBFGS:
         total = 0
         for block in self._blocks.values():
             for array in (block.history.pairs, block.history.s_dot_y, block.history.y_dot_y):
-                total += math.prod(int(d) for d in array.shape) * _itemsize(self._xp, array)
+                total += numel(array.shape) * _itemsize(self._xp, array)
         return total
 
     def _fresh_block(self, layout: BlockLayout) -> BlockState:
@@ -355,7 +364,7 @@ class MLBFGS:
             raise KeyError(f"state is missing {missing}; is it from MLBFGS.state_dict()?") from None
         if version != FORMAT_VERSION or step < 0:
             raise ValueError(f"state has format_version {version} and step {step}")
-        self.layouts, self._exchange, self.owned = layouts, exchange, list(exchange.owned)
+        self._exchange = exchange
         self._blocks, self._step = blocks, step
 
     def _structure(self, layouts: Sequence[BlockLayout] | None = None) -> dict[str, Any]:
@@ -365,7 +374,7 @@ class MLBFGS:
             "history": self.config.history,
             "partition.indices": [i for layout in layouts for i in layout.indices],
             "partition.sizes": [len(layout.indices) for layout in layouts],
-            "param_sizes": [math.prod(int(d) for d in p.shape) for p in self.params],
+            "param_sizes": [numel(p.shape) for p in self.params],
         }
 
 
