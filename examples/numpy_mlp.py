@@ -11,7 +11,6 @@ schedule, and prints a table. Runs in seconds on a CPU:
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Callable
 
@@ -21,17 +20,13 @@ from sklearn.model_selection import train_test_split
 
 import mlbfgs
 from mlbfgs.experiments.numpy_mlp import NumpyMLP
+from mlbfgs.experiments.schedule import cosine
 
 
 def load_data(seed: int) -> tuple[np.ndarray, ...]:
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     return tuple(train_test_split(x, digits.target, test_size=0.25, random_state=seed))
-
-
-def cosine(lr: float, total: int, lr_min: float = 1e-4) -> Callable[[int], float]:
-    """Cosine annealing over ``total`` steps, as in the paper (step t is 1-based)."""
-    return lambda t: lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * (t - 1) / total))
 
 
 class SGDMomentum:

@@ -17,10 +17,8 @@ curvature-history memory and the time per step.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +26,7 @@ import torch
 
 import mlbfgs
 from mlbfgs.comm import Communicator
+from mlbfgs.experiments.schedule import cosine
 
 
 def set_up(kind: str) -> tuple[Communicator, torch.device]:
@@ -48,11 +47,6 @@ def set_up(kind: str) -> tuple[Communicator, torch.device]:
     if torch.cuda.is_available():
         return comm, torch.device("cuda", local_rank % torch.cuda.device_count())
     return comm, torch.device("cpu")
-
-
-def cosine(lr: float, total: int, lr_min: float = 1e-4) -> Callable[[int], float]:
-    """Cosine decay from ``lr`` to ``lr_min`` over ``total`` steps (t is 1-based)."""
-    return lambda t: lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * (t - 1) / total))
 
 
 def load(data: str, seed: int) -> tuple[np.ndarray, ...]:
