@@ -51,6 +51,17 @@ class TorchComm:
         self._all_gather: Any = getattr(
             dist, "all_gather_single", getattr(dist, "all_gather_into_tensor", None)
         )
+        self._padded: dict[tuple[str, int, Any, Any], Any] = {}
+
+    def _buffer(self, role: str, size: int, like: Any) -> Any:
+        """A zero-initialised work tensor kept between steps: the padding stays zero,
+        since only each rank's first ``count`` entries are ever written."""
+        import torch
+
+        key = (role, size, like.dtype, like.device)
+        if key not in self._padded:
+            self._padded[key] = torch.zeros(size, dtype=like.dtype, device=like.device)
+        return self._padded[key]
 
     @property
     def rank(self) -> int:
@@ -66,27 +77,25 @@ class TorchComm:
         return gathered
 
     def reduce_scatter(self, send: Array, recv: Array, counts: Sequence[int]) -> None:
-        import torch
 
         counts = [int(c) for c in counts]
         width, starts = max(counts), displacements(counts)
         flat = _as_tensor(send)
-        padded = torch.zeros(self.size * width, dtype=flat.dtype, device=flat.device)
+        padded = self._buffer("reduce_scatter.send", self.size * width, flat)
         for r, (start, count) in enumerate(zip(starts, counts, strict=True)):
             padded[r * width : r * width + count] = flat[start : start + count]
-        out = torch.empty(width, dtype=flat.dtype, device=flat.device)
+        out = self._buffer("reduce_scatter.recv", width, flat)
         self._reduce_scatter(out, padded, group=self._group)
         _as_tensor(recv)[...] = out[: counts[self.rank]]
 
     def allgatherv(self, buffer: Array, counts: Sequence[int]) -> None:
-        import torch
 
         counts = [int(c) for c in counts]
         width, starts, rank = max(counts), displacements(counts), self.rank
         flat = _as_tensor(buffer)
-        mine = torch.zeros(width, dtype=flat.dtype, device=flat.device)
+        mine = self._buffer("all_gather.send", width, flat)
         mine[: counts[rank]] = flat[starts[rank] : starts[rank] + counts[rank]]
-        out = torch.empty(self.size * width, dtype=flat.dtype, device=flat.device)
+        out = self._buffer("all_gather.recv", self.size * width, flat)
         self._all_gather(out, mine, group=self._group)
         for r, (start, count) in enumerate(zip(starts, counts, strict=True)):
             if r != rank:
