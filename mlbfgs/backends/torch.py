@@ -19,9 +19,6 @@ from ..core.types import Array
 class TorchKernels(Kernels):
     """Fused torch versions of the kernels (one launch each on a GPU)."""
 
-    def lerp_(self, average: Array, x: Array, weight: float) -> None:
-        average.lerp_(x, weight)
-
     def lerp_all_(self, averages: Sequence[Array], xs: Sequence[Array], weight: float) -> None:
         # One multi-tensor launch on a GPU for both averages of Eq (5).
         torch._foreach_lerp_(list(averages), list(xs), weight)

@@ -32,7 +32,7 @@ def two_loop(g: Array, s_hist: Array, y_hist: Array, gamma: float | None = None)
     rho = [1.0 / xp.vecdot(s[i], y[i]) for i in range(m)]  # lines 1-3
 
     q = xp.asarray(g, copy=True)
-    alpha = [rho[0]] * m
+    alpha: list[Array] = [None] * m  # filled newest first
     for i in reversed(range(m)):  # lines 4-7, newest pair first
         alpha[i] = rho[i] * xp.vecdot(s[i], q)
         q = q - alpha[i] * y[i]
