@@ -30,6 +30,7 @@ from .core import (
     skip_step,
     validate_partition,
 )
+from .core.config import is_count
 from .core.types import Array
 from .distributed import BlockExchange, construct_together
 from .layout import BlockLayout, numel
@@ -136,9 +137,8 @@ class MLBFGS:
             blocks = min(self.comm.size, count)
         if isinstance(blocks, bool):
             raise TypeError("blocks must be None, an int or a list of index lists, not a bool")
-        if isinstance(blocks, int):
-            sizes = [numel(p.shape) for p in self.params]
-            return balanced_partition(sizes, blocks)
+        if is_count(blocks):
+            return balanced_partition([numel(p.shape) for p in self.params], int(blocks))
         if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
             raise TypeError(f"blocks must be None, an int or a list of index lists, got {blocks!r}")
         return validate_partition(blocks, count)

@@ -18,7 +18,7 @@ def is_real(value: object) -> TypeGuard[numbers.Real]:
     )
 
 
-def is_count(value: object) -> bool:
+def is_count(value: object) -> TypeGuard[numbers.Integral]:
     """An integer (Python or NumPy scalar), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
