@@ -4,77 +4,24 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from torch_cases import (  # noqa: E402
+    DEVICES,
+    HYPER,
+    assert_same,
+    batches,
+    engine_run,
+    loss_of,
+    make_model,
+    train,
+)
+
 import mlbfgs  # noqa: E402
 import mlbfgs.torch as mt  # noqa: E402
-
-HYPER = {"history": 3, "update_every": 2, "momentum": 0.9}
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def make_model(seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3), torch.nn.Tanh()
-    ).to(dtype)
-
-
-def batches(count: int, dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, ...]]:
-    gen = torch.Generator().manual_seed(1)
-    return [
-        (
-            torch.randn(16, 6, generator=gen, dtype=dtype),
-            torch.randn(16, 3, generator=gen, dtype=dtype),
-        )
-        for _ in range(count)
-    ]
-
-
-def loss_of(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    x, y = (t.to(next(model.parameters()).device) for t in batch)
-    return ((model(x) - y) ** 2).mean()
-
-
-def train(
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    data: list[tuple[torch.Tensor, ...]],
-    hook: Callable[[], None] | None = None,
-) -> None:
-    for batch in data:
-        opt.zero_grad(set_to_none=True)
-        loss_of(model, batch).backward()
-        opt.step()
-        if hook is not None:
-            hook()
-
-
-def engine_run(
-    model: torch.nn.Module,
-    data: list[tuple[torch.Tensor, ...]],
-    lr: float | Callable[[int], float],
-    prepare: Callable[[], None] | None = None,
-    **hyper: object,
-) -> None:
-    """The reference: the array-API engine on the same tensors, fed ``p.grad``."""
-    params = list(model.parameters())
-    engine = mlbfgs.MLBFGS([p.detach() for p in params], lr=lr, **{**HYPER, **hyper})
-    for batch in data:
-        model.zero_grad(set_to_none=True)
-        loss_of(model, batch).backward()
-        if prepare is not None:
-            prepare()
-        engine.step([p.grad for p in params])
-
-
-def assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    for p, q in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(p.detach().cpu(), q.detach().cpu())
 
 
 def test_same_trajectory_as_engine_bitwise() -> None:
@@ -270,28 +217,6 @@ def test_float32_state_stays_float32() -> None:
     assert {"block0.momentum_buffer", "block0.history.pairs"} <= tensors.keys()
 
 
-def test_failed_load_changes_nothing() -> None:
-    model = make_model()
-    opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
-    train(model, opt, batches(6))
-    other = mt.MLBFGS(make_model().parameters(), lr=0.05, **{**HYPER, "history": 4})
-    train(make_model(), other, batches(3))
-    before = opt.state_dict()
-    with pytest.raises(ValueError, match="history"):
-        opt.load_state_dict(other.state_dict())
-    with pytest.raises(KeyError, match="mlbfgs_engines"):
-        opt.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
-    after = opt.state_dict()
-    assert after["mlbfgs_engines"][0].keys() == before["mlbfgs_engines"][0].keys()
-    for key, value in before["mlbfgs_engines"][0].items():
-        other_value = after["mlbfgs_engines"][0][key]
-        assert (
-            torch.equal(value, other_value)
-            if isinstance(value, torch.Tensor)
-            else value == other_value
-        )
-
-
 def test_closure_is_called_with_grad_enabled_and_its_loss_returned() -> None:
     model = make_model()
     opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
@@ -309,34 +234,6 @@ def test_closure_is_called_with_grad_enabled_and_its_loss_returned() -> None:
     loss = opt.step(closure)
     assert calls == [True] and isinstance(loss, torch.Tensor)
     assert not torch.equal(before, next(model.parameters()))
-
-
-def test_bad_arguments_name_themselves() -> None:
-    params = list(make_model().parameters())
-    with pytest.raises(ValueError, match="lr"):
-        mt.MLBFGS(params, lr=-1.0)
-    with pytest.raises(ValueError, match="history"):
-        mt.MLBFGS(params, history=0)
-    with pytest.raises(ValueError, match="sigma_high"):
-        mt.MLBFGS([{"params": params, "sigma_high": 0.5}])
-    opt = mt.MLBFGS(params, lr=0.1, **HYPER)
-    for key, value in (("history", 7), ("blocks", 2)):
-        saved = opt.param_groups[0][key]
-        opt.param_groups[0][key] = value
-        with pytest.raises(ValueError, match=key):
-            opt.step()
-        opt.param_groups[0][key] = saved
-
-
-def test_changing_dtype_after_construction_is_reported() -> None:
-    model = make_model()
-    opt = mt.MLBFGS(model.parameters(), lr=0.1, **HYPER)
-    model.double()
-    loss_of(model, batches(1, torch.float64)[0]).backward()
-    before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match="moved from torch.float32"):
-        opt.step()
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
 
 def test_torch_cnn_example_learns_digits() -> None:
@@ -373,40 +270,3 @@ def test_group_hyperparameters_are_read_every_step_and_groups_can_be_added() -> 
     with pytest.raises(ValueError, match="tau0"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "tau0": 2.0})
     assert len(opt.param_groups) == len(opt.engines) == 2
-
-
-def test_raise_with_several_groups_changes_no_group() -> None:
-    """A NaN in the second group: the first group must not have stepped either."""
-    torch.manual_seed(0)
-    first, second = torch.nn.Linear(3, 3), torch.nn.Linear(3, 1)
-    opt = mt.MLBFGS(
-        [{"params": first.parameters()}, {"params": second.parameters(), "lr": 0.01}],
-        lr=0.05,
-        update_every=2,
-        on_nonfinite="raise",
-    )
-    for p in [*first.parameters(), *second.parameters()]:
-        p.grad = torch.ones_like(p)
-    opt.step()
-    before = [p.detach().clone() for p in [*first.parameters(), *second.parameters()]]
-    state = opt.state_dict()["mlbfgs_engines"]
-    second.bias.grad = torch.tensor([float("nan")])
-    with pytest.raises(FloatingPointError, match=r"param_groups\[1\]"):
-        opt.step()
-    for old, p in zip(before, [*first.parameters(), *second.parameters()], strict=True):
-        assert torch.equal(old, p.detach())
-    for old, new in zip(state, opt.state_dict()["mlbfgs_engines"], strict=True):
-        assert old["step"] == new["step"] == 1
-
-
-def test_bad_group_hyperparameter_is_named_and_changes_nothing() -> None:
-    model = torch.nn.Linear(2, 1)
-    opt = mt.MLBFGS([{"params": [model.weight]}, {"params": [model.bias]}], lr=0.1)
-    for p in model.parameters():
-        p.grad = torch.ones_like(p)
-    opt.param_groups[0]["momentum"] = 0.5
-    opt.param_groups[1]["momentum"] = 1.5
-    config_before = opt.engines[0].config
-    with pytest.raises(ValueError, match=r"param_groups\[1\]: momentum"):
-        opt.step()
-    assert opt.engines[0].config is config_before
