@@ -10,7 +10,7 @@ With one process nothing is communicated and no flat buffer is allocated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from array_api_compat import device
@@ -143,6 +143,20 @@ class BlockExchange:
         self.comm.allgatherv(flat, self.counts)
         for layout, start in zip(self.layouts, self.offsets, strict=True):
             layout.scatter(xp, flat[start : start + layout.numel], params)
+
+    def sum_over_blocks(self, xp: Namespace, values: Mapping[int, Array]) -> Array:
+        """The sum of one 0-d value per block over every block of every rank.
+
+        Each rank gives the values of blocks it owns (missing ones count as zero). The
+        values are gathered per block (one small all-gather of float64) and summed in block
+        order, so the result is bitwise the same on every rank and for every world size.
+        """
+        vector = xp.zeros((len(self.layouts),), dtype=xp.float64, device=device(self._like))
+        for b, value in values.items():
+            vector[b] = xp.astype(value, xp.float64)
+        if self.distributed:
+            self.comm.allgatherv(vector, [len(blocks) for blocks in self.assignment])
+        return xp.sum(vector)
 
     def everyone_finite(self, finite: bool) -> list[bool]:
         """Each rank's finiteness verdict: one small collective, for ``on_nonfinite='raise'``."""

@@ -1,7 +1,7 @@
 """``MLBFGS``: the orchestrator that applies Algorithm 1 to a list of arrays.
 
 It owns no mathematics: it checks inputs, gathers each curvature block into flat
-vectors, certifies the gradients finite, calls :func:`mlbfgs.core.block_step` for the
+vectors, certifies the gradients finite, calls :func:`mlbfgs.core.algorithm_1` for the
 blocks this process owns, and writes the results back into the caller's arrays. On
 several ranks :class:`mlbfgs.distributed.BlockExchange` moves the data (one
 reduce-scatter and one all-gather per step; DESIGN.md section 5).
@@ -21,16 +21,18 @@ from .backends import kernels_for
 from .checkpoint import as_ints, decode_block, encode_block
 from .comm import Communicator, SingleProcessComm
 from .core import (
+    BlockInput,
     BlockState,
     CurvatureHistory,
     MLBFGSConfig,
+    algorithm_1,
     apply_weight_decay,
     balanced_partition,
-    block_step,
+    is_boundary,
     skip_step,
     validate_partition,
 )
-from .core.config import is_count
+from .core.config import Averaging, PairTiming, Preset, StepNorm, is_count
 from .core.types import Array
 from .distributed import BlockExchange, construct_together
 from .layout import BlockLayout, numel
@@ -41,22 +43,13 @@ NonFinitePolicy = Literal["skip", "raise"]
 
 
 @dataclass(frozen=True)
-class _PreparedBlock:
-    index: int
-    theta: Array
-    g: Array
-    projection: Array | None
-    probe: Array
-
-
-@dataclass(frozen=True)
 class PreparedStep:
     """What ``MLBFGS.prepare`` computed for step ``t``; consumed by ``MLBFGS.apply``."""
 
     optimizer: MLBFGS
     t: int
     lr: float
-    blocks: list[_PreparedBlock]
+    blocks: list[BlockInput]
     finite: list[bool]
 
 
@@ -69,7 +62,11 @@ class MLBFGS:
 
     ``params`` is a list of arrays of any array-API library, updated in place by
     ``step(grads)``. The hyperparameter names and defaults follow the paper (Table 5);
-    see ``docs/algorithm.md``. ``on_nonfinite`` chooses what a block does when its
+    the step-control options (``step_norm``, ``pair_momentum``, ``averaging``,
+    ``restart_grad_average``, ``pair_timing``) take their values from ``preset`` unless
+    given: ``None`` (the library defaults), ``"paper"`` (Algorithm 1 as written) or
+    ``"released"`` (the authors' released optimizer); see ``docs/algorithm.md`` and
+    :class:`mlbfgs.MLBFGSConfig`. ``on_nonfinite`` chooses what a block does when its
     gradient holds a NaN or infinity: ``"skip"`` (default) leaves that block's parameters
     and state untouched for the step and counts it in ``stats()``; ``"raise"`` raises
     :class:`NonFiniteGradientError` before anything changes.
@@ -93,6 +90,13 @@ class MLBFGS:
         comm: Communicator | None = None,
         average_grads: bool = True,
         on_nonfinite: NonFinitePolicy = "skip",
+        *,
+        step_norm: StepNorm | None = None,
+        pair_momentum: float | None = None,
+        averaging: Averaging | None = None,
+        restart_grad_average: bool | None = None,
+        pair_timing: PairTiming | None = None,
+        preset: Preset | None = None,
     ) -> None:
         if comm is not None and not isinstance(comm, Communicator):
             raise TypeError(f"comm must be None or a mlbfgs.comm communicator, got {comm!r}")
@@ -101,7 +105,8 @@ class MLBFGS:
         def build() -> dict[str, Any]:
             self.params, self._xp = check_params(params)
             self.lr = check_lr(lr)
-            self.config = MLBFGSConfig(
+            self.config = MLBFGSConfig.from_preset(
+                preset,
                 history=history,
                 update_every=update_every,
                 hessian_momentum=hessian_momentum,
@@ -112,6 +117,11 @@ class MLBFGS:
                 momentum=momentum,
                 weight_decay=weight_decay,
                 warmup=warmup,
+                step_norm=step_norm,
+                pair_momentum=pair_momentum,
+                averaging=averaging,
+                restart_grad_average=restart_grad_average,
+                pair_timing=pair_timing,
             )
             if on_nonfinite not in ("skip", "raise"):
                 raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
@@ -219,18 +229,20 @@ class MLBFGS:
         t = self._step + 1
         lr = lr_at(self.lr, t)
         exchange = self._exchange
-        blocks = []
+        # A pair formed before this step's direction changes the history: the product
+        # with the history waits until then, and g^T g certifies the gradient instead.
+        history_changes = config.pair_timing == "before_step" and is_boundary(t, config)
+        blocks, probes = [], []
         for b, g in zip(self.owned, exchange.gradients(xp, grads, self.average_grads), strict=True):
             block, layout = self._blocks[b], self.layouts[b]
             theta = layout.gather(xp, self.params)
             g = apply_weight_decay(g, theta, config.weight_decay)
             projection = None
-            if block.preconditions(t, config):
-                projection = probe = kernels.project(block.history.pairs, g)
-            else:
-                probe = kernels.dot(g, g)
-            blocks.append(_PreparedBlock(b, theta, g, projection, probe))
-        finite = self._finite([block.probe for block in blocks])
+            if block.preconditions(t, config) and not history_changes:
+                projection = kernels.project(block.history.pairs, g)
+            probes.append(kernels.dot(g, g) if projection is None else projection)
+            blocks.append(BlockInput(b, block, theta, g, projection))
+        finite = self._finite(probes)
         if self.on_nonfinite == "raise":
             verdicts = exchange.everyone_finite(all(finite))
             if not all(verdicts):
@@ -247,25 +259,28 @@ class MLBFGS:
         then every block's new parameters reach every rank."""
         if prepared.optimizer is not self or prepared.t != self._step + 1:
             raise ValueError("apply() takes the result of this optimizer's latest prepare()")
-        theta_next: dict[int, Array] = {}
-        for item, ok in zip(prepared.blocks, prepared.finite, strict=True):
-            block = self._blocks[item.index]
-            if ok:
-                theta_next[item.index] = block_step(
-                    block,
-                    item.theta,
-                    item.g,
-                    item.projection,
-                    prepared.t,
+        xp, t = self._xp, prepared.t
+        stepping = [item for item, ok in zip(prepared.blocks, prepared.finite, strict=True) if ok]
+        theta_next = dict(
+            zip(
+                [item.index for item in stepping],
+                algorithm_1(
+                    stepping,
+                    t,
                     prepared.lr,
                     self.config,
                     self._kernels,
-                )
-            else:
-                skip_step(block, prepared.t, self.config)
+                    lambda values: self._exchange.sum_over_blocks(xp, values),
+                ),
+                strict=True,
+            )
+        )
+        for item, ok in zip(prepared.blocks, prepared.finite, strict=True):
+            if not ok:
+                skip_step(item.block, t, self.config)
                 theta_next[item.index] = item.theta
-        self._exchange.publish(self._xp, theta_next, self.params)
-        self._step = prepared.t
+        self._exchange.publish(xp, theta_next, self.params)
+        self._step = t
 
     def _finite(self, probes: list[Array]) -> list[bool]:
         """Per block, whether its probe is finite, with one host sync in the common case."""

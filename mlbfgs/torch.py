@@ -25,6 +25,7 @@ import torch
 from . import optimizer as engine_module
 from .comm import Communicator
 from .core import MLBFGSConfig
+from .core.config import Averaging, PairTiming, Preset, StepNorm
 from .validation import check_lr
 
 __all__ = ["MLBFGS"]
@@ -41,6 +42,11 @@ _CONFIG_KEYS = (
     "momentum",
     "weight_decay",
     "warmup",
+    "step_norm",
+    "pair_momentum",
+    "averaging",
+    "restart_grad_average",
+    "pair_timing",
 )
 # Fixed once the engine exists: they shape its state.
 _STRUCTURAL_KEYS = ("history", "blocks")
@@ -50,9 +56,10 @@ _ENGINES_KEY = "mlbfgs_engines"
 class MLBFGS(torch.optim.Optimizer):
     """Momentum-based, damped, block-diagonal stochastic L-BFGS for torch models.
 
-    The hyperparameters are those of :class:`mlbfgs.MLBFGS` (DESIGN.md section 4); each
-    one except ``comm``, ``average_grads`` and ``on_nonfinite`` may also be set per param
-    group. ``blocks`` partitions each group's parameters (indices within the group).
+    The hyperparameters are those of :class:`mlbfgs.MLBFGS`, ``preset`` included; each
+    one except ``comm``, ``average_grads``, ``on_nonfinite`` and ``preset`` may also be set
+    per param group (the preset only fills in the defaults). ``blocks`` partitions each
+    group's parameters (indices within the group).
     """
 
     def __init__(
@@ -73,22 +80,39 @@ class MLBFGS(torch.optim.Optimizer):
         comm: Communicator | None = None,
         average_grads: bool = True,
         on_nonfinite: engine_module.NonFinitePolicy = "skip",
+        *,
+        step_norm: StepNorm | None = None,
+        pair_momentum: float | None = None,
+        averaging: Averaging | None = None,
+        restart_grad_average: bool | None = None,
+        pair_timing: PairTiming | None = None,
+        preset: Preset | None = None,
     ) -> None:
         if callable(lr) or isinstance(lr, torch.Tensor):
             raise TypeError("lr must be a float; use torch.optim.lr_scheduler for schedules")
         check_lr(lr)
+        # The preset fills in the step-control options not given; groups store the result.
+        config = MLBFGSConfig.from_preset(
+            preset,
+            history=history,
+            update_every=update_every,
+            hessian_momentum=hessian_momentum,
+            tau0=tau0,
+            sigma_low=sigma_low,
+            sigma_high=sigma_high,
+            damping=damping,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            warmup=warmup,
+            step_norm=step_norm,
+            pair_momentum=pair_momentum,
+            averaging=averaging,
+            restart_grad_average=restart_grad_average,
+            pair_timing=pair_timing,
+        )
         defaults = {
             "lr": lr,
-            "history": history,
-            "update_every": update_every,
-            "hessian_momentum": hessian_momentum,
-            "tau0": tau0,
-            "sigma_low": sigma_low,
-            "sigma_high": sigma_high,
-            "damping": damping,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "warmup": warmup,
+            **{key: getattr(config, key) for key in _CONFIG_KEYS},
             "blocks": blocks,
         }
         self._comm = comm

@@ -1,8 +1,10 @@
-"""A plain-loop NumPy reference of DESIGN.md section 3, written independently of mlbfgs.
+"""A plain-loop NumPy reference of the step (docs/design.md section 3), written
+independently of mlbfgs.
 
 It follows the text step by step (dense Python lists of pairs, the two-loop recursion,
-Eq (7) written out again) so that the optimizer's compact form, ring buffer and in-place
-kernels are checked against the semantics rather than against themselves.
+Eq (7) written out again, the step-control options of section 3.7 and the released code's
+ways) so that the optimizer's compact form, ring buffer and in-place kernels are checked
+against the semantics rather than against themselves.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class ReferenceConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     warmup: int | None = None
+    step_norm: str = "none"
+    pair_momentum: float = 0.0
+    averaging: str = "mean"
+    restart_grad_average: bool = False
+    pair_timing: str = "after_step"
 
 
 @dataclass
@@ -71,41 +78,84 @@ def reference_run(
     steps: int,
     blocks: list[list[int]],
     cfg: ReferenceConfig,
+    diagnostics: dict[str, float] | None = None,
 ) -> tuple[list[np.ndarray], list[list[tuple[np.ndarray, np.ndarray]]]]:
-    """Run ``steps`` steps; return the final params and each block's stored pairs."""
+    """Run ``steps`` steps; return the final params and each block's stored pairs.
+
+    ``diagnostics["recursion_condition"]`` (if a dict is given) receives the largest, over
+    preconditioned steps and blocks, of ``prod_i 1 / cos^2(s_i, y_i)``: each factor
+    ``I - rho_i s_i y_i^T`` of Algorithm 2 has norm ``1 / cos(s_i, y_i)`` and is applied
+    twice, so rounding in ``H g`` is amplified by at most about this much.
+    """
     params = [p.copy() for p in params]
-    warmup = 2 * cfg.update_every if cfg.warmup is None else cfg.warmup
+    before = cfg.pair_timing == "before_step"
+    first_use = 2 * cfg.update_every - (1 if before else 0)  # the step the first pair is used
+    warmup = first_use if cfg.warmup is None else cfg.warmup
     state = [_Block(list(b)) for b in blocks]
     beta = cfg.hessian_momentum
     for t in range(1, steps + 1):
         grads = gradient(t, params)
+        thetas, gs, directions = [], [], []
         for block in state:
             theta = np.concatenate([params[i].ravel() for i in block.indices])
             g = np.concatenate([grads[i].ravel() for i in block.indices])
             g = g + cfg.weight_decay * theta
             if block.avg_theta is None:
                 block.avg_theta, block.avg_grad = theta.copy(), g.copy()
-            else:
+            elif cfg.averaging == "mean":
                 block.avg_theta = beta * block.avg_theta + (1 - beta) * theta
                 block.avg_grad = beta * block.avg_grad + (1 - beta) * g
-            d = g if t <= warmup or not block.pairs else reference_two_loop(g, block.pairs)
+            else:
+                block.avg_theta = beta * block.avg_theta + theta
+                block.avg_grad = beta * block.avg_grad + g
+            if before and t % cfg.update_every == 0:
+                _form_pair(block, g, cfg)
+            preconditioned = t > warmup and bool(block.pairs)
+            if preconditioned and diagnostics is not None:
+                condition = float(
+                    np.prod([(s @ s) * (y @ y) / (s @ y) ** 2 for s, y in block.pairs])
+                )
+                worst = diagnostics.get("recursion_condition", 1.0)
+                diagnostics["recursion_condition"] = max(worst, condition)
+            thetas.append(theta)
+            gs.append(g)
+            directions.append(reference_two_loop(g, block.pairs) if preconditioned else None)
+        total = sum(float(d @ d) for d in directions if d is not None)
+        for block, theta, g, d in zip(state, thetas, gs, directions, strict=True):
+            if d is None:
+                d = g
+            elif cfg.step_norm == "gradient":
+                d = d * (np.sqrt(g @ g) / np.sqrt(d @ d))
+            elif cfg.step_norm == "unit":
+                d = d / np.sqrt(total)
             if cfg.momentum:
                 block.buffer = d.copy() if block.buffer is None else cfg.momentum * block.buffer + d
                 d = block.buffer
             theta_next = theta - cfg.lr * d
-            if t % cfg.update_every == 0:
-                if block.prev is not None:
-                    s = block.avg_theta - block.prev[0]
-                    y = block.avg_grad - block.prev[1]
-                    if cfg.damping:
-                        y_hat = reference_damp(s, y, cfg.tau0, cfg.sigma_low, cfg.sigma_high)
-                        block.pairs = [*block.pairs, (s, y_hat)][-cfg.history :]
-                    elif s @ y > np.finfo(s.dtype).eps * (s @ s):
-                        block.pairs = [*block.pairs, (s, y)][-cfg.history :]
-                block.prev = (block.avg_theta.copy(), block.avg_grad.copy())
+            if not before and t % cfg.update_every == 0:
+                _form_pair(block, g, cfg)
             offset = 0
             for i in block.indices:
                 size = params[i].size
                 params[i] = theta_next[offset : offset + size].reshape(params[i].shape)
                 offset += size
     return params, [b.pairs for b in state]
+
+
+def _form_pair(block: _Block, g: np.ndarray, cfg: ReferenceConfig) -> None:
+    """Eq (6), the released code's pair momentum, Eq (7), the ring buffer; then snapshot."""
+    if block.prev is not None:
+        s = block.avg_theta - block.prev[0]
+        y = block.avg_grad - block.prev[1]
+        if cfg.pair_momentum and block.pairs:
+            s_prev, y_prev = block.pairs[-1]
+            s = (1 - cfg.pair_momentum) * s + cfg.pair_momentum * s_prev
+            y = (1 - cfg.pair_momentum) * y + cfg.pair_momentum * y_prev
+        if cfg.damping:
+            y_hat = reference_damp(s, y, cfg.tau0, cfg.sigma_low, cfg.sigma_high)
+            block.pairs = [*block.pairs, (s, y_hat)][-cfg.history :]
+        elif s @ y > np.finfo(s.dtype).eps * (s @ s):
+            block.pairs = [*block.pairs, (s, y)][-cfg.history :]
+    block.prev = (block.avg_theta.copy(), block.avg_grad.copy())
+    if cfg.restart_grad_average:
+        block.avg_grad = g.copy()

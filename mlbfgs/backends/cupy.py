@@ -54,6 +54,10 @@ class CupyKernels(Kernels):
         w = self._scalar(weight, xs[0])
         _lerp_two()(xs[0], xs[1], w, averages[0], averages[1])
 
+    def accumulate_all_(self, sums: Sequence[Array], xs: Sequence[Array], decay: float) -> None:
+        for total, x in zip(sums, xs, strict=True):
+            _axpby()(total, x, self._scalar(decay, x), self._scalar(1.0, x), total)
+
     def heavy_ball_(self, buffer: Array, direction: Array, momentum: float) -> None:
         one = self._scalar(1.0, buffer)
         _axpby()(buffer, direction, self._scalar(momentum, buffer), one, buffer)

@@ -23,6 +23,10 @@ class TorchKernels(Kernels):
         # One multi-tensor launch on a GPU for both averages of Eq (5).
         torch._foreach_lerp_(list(averages), list(xs), weight)
 
+    def accumulate_all_(self, sums: Sequence[Array], xs: Sequence[Array], decay: float) -> None:
+        for total, x in zip(sums, xs, strict=True):
+            torch.add(x, total, alpha=decay, out=total)
+
     def heavy_ball_(self, buffer: Array, direction: Array, momentum: float) -> None:
         torch.add(direction, buffer, alpha=momentum, out=buffer)
 

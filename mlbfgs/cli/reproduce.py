@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import convergence
 from .common import add_common, out_dir, positive_int, progress, pyplot, save, table
 
 
@@ -25,7 +26,7 @@ def add_parser(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("figure", choices=["fig1", "ablation"])
+    parser.add_argument("figure", choices=["fig1", "ablation", "convergence"])
     parser.add_argument(
         "--seeds", type=positive_int, help="fig1: noise sequences averaged (default 50)"
     )
@@ -38,11 +39,14 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--lr", type=float, help="ablation: base lr (0.05); fig1: 2nd-order lr")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="ablation: batch size")
     parser.add_argument("--update-every", type=positive_int, help="ablation: T (default 10)")
+    convergence.add_arguments(parser)
     add_common(parser, "tiny run for tests")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.figure == "convergence":
+        return convergence.run(args)
     return fig1(args) if args.figure == "fig1" else ablation(args)
 
 

@@ -5,19 +5,32 @@ arguments (``array_api_compat.array_namespace``), so the same code runs on NumPy
 torch and ``array_api_strict`` arrays.
 """
 
-from .algorithm import BlockState, BlockStats, block_step, skip_step, update_curvature
+from .algorithm import (
+    BlockInput,
+    BlockState,
+    BlockStats,
+    algorithm_1,
+    block_direction,
+    block_update,
+    is_boundary,
+    skip_step,
+    update_curvature,
+)
 from .averages import MomentumAverages
-from .config import MLBFGSConfig
-from .curvature import CurvatureOutcome, curvature_pair, prepare_pair
+from .config import PRESETS, MLBFGSConfig
+from .curvature import CurvatureOutcome, curvature_pair, mix_with_newest, prepare_pair
 from .damping import curvature_ratio, damp, damping_tau
 from .first_order import apply_weight_decay, heavy_ball, in_warmup
 from .history import CurvatureHistory
 from .kernels import Kernels
 from .partition import balanced_partition, validate_partition
 from .preconditioner import CompactForm, compact_form, precondition
+from .step_norm import direction_scales
 from .two_loop import two_loop
 
 __all__ = [
+    "PRESETS",
+    "BlockInput",
     "BlockState",
     "BlockStats",
     "CompactForm",
@@ -27,15 +40,20 @@ __all__ = [
     "MLBFGSConfig",
     "MomentumAverages",
     "apply_weight_decay",
+    "algorithm_1",
     "balanced_partition",
-    "block_step",
+    "block_direction",
+    "block_update",
     "compact_form",
     "curvature_pair",
     "curvature_ratio",
     "damp",
     "damping_tau",
+    "direction_scales",
     "heavy_ball",
     "in_warmup",
+    "is_boundary",
+    "mix_with_newest",
     "precondition",
     "prepare_pair",
     "skip_step",

@@ -1,22 +1,24 @@
-"""Algorithm 1 of the paper, for one curvature block.
+"""Algorithm 1 of the paper, for the curvature blocks of one rank.
 
 The orchestrator (``mlbfgs.optimizer``) gathers each block's parameters and gradients
-into flat vectors, applies weight decay, computes the step's first reduction (which also
-certifies that the gradient is finite) and then calls :func:`block_step`.
+into flat vectors, applies weight decay, certifies the gradients finite and then calls
+:func:`algorithm_1` with the blocks whose gradient is finite.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .averages import MomentumAverages
 from .config import MLBFGSConfig
-from .curvature import curvature_pair, prepare_pair
+from .curvature import curvature_pair, mix_with_newest, prepare_pair
 from .first_order import heavy_ball, in_warmup
 from .history import CurvatureHistory
 from .kernels import Kernels
 from .preconditioner import CompactForm, compact_form, precondition
+from .step_norm import BlockSum, direction_scales
 from .types import Array
 
 
@@ -47,43 +49,96 @@ class BlockState:
     stats: BlockStats = field(default_factory=BlockStats)
 
     def preconditions(self, t: int, config: MLBFGSConfig) -> bool:
-        """Whether step t uses ``d = H g`` rather than the SGD warm-up."""
+        """Whether step t uses ``d = H g`` with the history as it is now."""
         return not in_warmup(t, config.warmup_steps, len(self.history))
 
 
-def block_step(
-    block: BlockState,
-    theta: Array,
-    g: Array,
-    projection: Array | None,
+@dataclass(frozen=True)
+class BlockInput:
+    """One block's share of step t, as the orchestrator prepared it."""
+
+    index: int
+    block: BlockState
+    theta: Array
+    g: Array
+    """The gradient, weight decay included."""
+    projection: Array | None
+    """``history.pairs @ g`` if already computed for this step's history, else ``None``."""
+
+
+def is_boundary(t: int, config: MLBFGSConfig) -> bool:
+    """Algorithm 1, line 13: a curvature pair is formed every T steps."""
+    return t % config.update_every == 0
+
+
+def algorithm_1(
+    blocks: Sequence[BlockInput],
+    t: int,
+    lr: float,
+    config: MLBFGSConfig,
+    kernels: Kernels,
+    sum_over_blocks: BlockSum,
+) -> list[Array]:
+    """Algorithm 1, lines 5-18: ``theta_{t+1}`` of each block, whose state is updated."""
+    directions = [block_direction(item, t, config, kernels) for item in blocks]  # lines 5-10
+    scales = direction_scales(  # step control (design §3.7)
+        config.step_norm,
+        [item.index for item in blocks],
+        [item.g for item in blocks],
+        directions,
+        kernels,
+        sum_over_blocks,
+    )
+    return [
+        block_update(item, item.g if d is None else d, scale, t, lr, config, kernels)
+        for item, d, scale in zip(blocks, directions, scales, strict=True)
+    ]  # lines 11-17
+
+
+def block_direction(
+    item: BlockInput, t: int, config: MLBFGSConfig, kernels: Kernels
+) -> Array | None:
+    """Lines 5-10: update the averages (Eq (5)) and return ``H g``; ``None`` in warm-up.
+
+    With ``pair_timing="before_step"`` a boundary forms its pair first, so that the pair
+    preconditions the step it is formed in.
+    """
+    block, g = item.block, item.g
+    if block.averages is None:  # line 1: the averages start at theta_1 and g_1
+        block.averages = MomentumAverages.start(kernels.xp, item.theta, g)
+    else:  # line 6, Eq (5)
+        block.averages.update(item.theta, g, config.hessian_momentum, kernels, config.averaging)
+    projection = item.projection
+    if config.pair_timing == "before_step" and is_boundary(t, config):
+        update_curvature(block, g, config, kernels)
+        projection = None  # the history may have changed
+    if not block.preconditions(t, config):  # line 8: SGD warm-up
+        return None
+    if projection is None:
+        projection = kernels.project(block.history.pairs, g)
+    assert block.form is not None
+    return precondition(block.history, block.form, g, projection, kernels)  # line 10, Alg. 2
+
+
+def block_update(
+    item: BlockInput,
+    direction: Array,
+    scale: Array | None,
     t: int,
     lr: float,
     config: MLBFGSConfig,
     kernels: Kernels,
 ) -> Array:
-    """Algorithm 1, lines 5-18: return theta_{t+1} for one block and update its state.
-
-    ``g`` already includes weight decay. ``projection`` is ``history.pairs @ g`` when the
-    block preconditions this step (see :meth:`BlockState.preconditions`), else ``None``.
-    """
-    if block.averages is None:  # line 1: the averages start at theta_1 and g_1
-        block.averages = MomentumAverages.start(kernels.xp, theta, g)
-    else:  # line 6, Eq (5)
-        block.averages.update(theta, g, config.hessian_momentum, kernels)
-
-    if projection is None:  # line 8: SGD warm-up
-        direction = g
-    else:  # line 10: d = H g, Algorithm 2 in compact form
-        assert block.form is not None
-        direction = precondition(block.history, block.form, g, projection, kernels)
-
+    """Lines 11-17: heavy ball and the update (Eq (2)); every T steps a new pair."""
+    block = item.block
+    if scale is not None:  # ``direction`` is H g, a fresh array: rescale it in place
+        direction *= scale
     direction = heavy_ball(block.momentum_buffer, direction, config.momentum, kernels)
     if config.momentum != 0.0:
         block.momentum_buffer = direction
-    theta_next = kernels.descend(theta, direction, lr)  # line 11, Eq (2)
-
-    if t % config.update_every == 0:  # line 13
-        update_curvature(block, config, kernels)
+    theta_next = kernels.descend(item.theta, direction, lr)  # line 11, Eq (2)
+    if config.pair_timing == "after_step" and is_boundary(t, config):  # line 13
+        update_curvature(block, item.g, config, kernels)
     return theta_next
 
 
@@ -91,20 +146,23 @@ def skip_step(block: BlockState, t: int, config: MLBFGSConfig) -> None:
     """Step t skipped (non-finite gradient): nothing of the block changes but a counter.
 
     At a curvature boundary the snapshot is dropped as well, so that no pair ever spans
-    more than T steps (DESIGN.md section 3.6: a pair needs the snapshot from step t - T);
-    the next boundary then only takes a snapshot.
+    more than T steps (a pair needs the snapshot from step t - T); the next boundary then
+    only takes a snapshot.
     """
     block.stats.skipped_steps += 1
-    if t % config.update_every == 0 and block.averages is not None:
+    if is_boundary(t, config) and block.averages is not None:
         block.averages.snapshot_theta = block.averages.snapshot_grad = None
 
 
-def update_curvature(block: BlockState, config: MLBFGSConfig, kernels: Kernels) -> None:
+def update_curvature(block: BlockState, g: Array, config: MLBFGSConfig, kernels: Kernels) -> None:
     """Lines 14-17: form the pair of Eq (6), damp it by Eq (7), push it; then snapshot."""
     averages = block.averages
     assert averages is not None
     if averages.snapshot_theta is not None:
         s, y = curvature_pair(averages)  # Eq (6)
+        newest = block.history.newest()
+        if config.pair_momentum != 0.0 and newest is not None:
+            s, y = mix_with_newest(s, y, newest, config.pair_momentum)
         outcome = prepare_pair(  # Eq (7)
             kernels,
             s,
@@ -122,3 +180,5 @@ def update_curvature(block: BlockState, config: MLBFGSConfig, kernels: Kernels) 
         else:
             block.stats.pairs_rejected += 1
     averages.take_snapshot(kernels.xp)
+    if config.restart_grad_average:
+        averages.grad[...] = g

@@ -5,13 +5,15 @@
     M_{g_t} = \\beta M_{g_{t-1}} + (1-\\beta)\\,g_t
 
 At the first step the averages start at theta_1 and g_1 (Algorithm 1, line 1), so they
-carry no zero-start bias and need no correction.
+carry no zero-start bias and need no correction. The released code keeps unnormalised
+sums instead, ``M <- beta M + x`` (``averaging="sum"``); Eq (6) then differences sums.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import Averaging
 from .kernels import Kernels
 from .types import Array, Namespace
 
@@ -30,9 +32,14 @@ class MomentumAverages:
         """Algorithm 1, line 1: M_theta = theta_1, M_g = g_1."""
         return cls(theta=xp.asarray(theta, copy=True), grad=xp.asarray(g, copy=True))
 
-    def update(self, theta: Array, g: Array, beta: float, kernels: Kernels) -> None:
-        """Eq (5), in place."""
-        kernels.lerp_all_((self.theta, self.grad), (theta, g), 1.0 - beta)
+    def update(
+        self, theta: Array, g: Array, beta: float, kernels: Kernels, averaging: Averaging = "mean"
+    ) -> None:
+        """Eq (5) (or the released sums), in place."""
+        if averaging == "mean":
+            kernels.lerp_all_((self.theta, self.grad), (theta, g), 1.0 - beta)
+        else:
+            kernels.accumulate_all_((self.theta, self.grad), (theta, g), beta)
 
     def take_snapshot(self, xp: Namespace) -> None:
         """Remember M_theta and M_g at a curvature boundary t = kT for Eq (6) at t + T."""

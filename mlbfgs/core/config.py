@@ -1,12 +1,21 @@
-"""Hyperparameters of mL-BFGS, validated once at construction."""
+"""Hyperparameters of mL-BFGS, validated once at construction, and the named presets."""
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeGuard
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal, TypeGuard, get_args
+
+StepNorm = Literal["none", "gradient", "unit"]
+"""How the preconditioned direction ``H g`` is rescaled before heavy ball (design §3.7)."""
+Averaging = Literal["mean", "sum"]
+"""Eq (5) as written (``"mean"``) or the released code's unnormalised sums (``"sum"``)."""
+PairTiming = Literal["after_step", "before_step"]
+"""When a curvature pair is formed at a boundary: after the update (the paper) or before
+the direction, so that it is used in the step it is formed in (the released code)."""
+Preset = Literal["paper", "released"]
 
 
 def is_real(value: object) -> TypeGuard[numbers.Real]:
@@ -25,10 +34,10 @@ def is_count(value: object) -> TypeGuard[numbers.Integral]:
 
 @dataclass(frozen=True)
 class MLBFGSConfig:
-    """The paper's hyperparameters (Table 5 defaults); the learning rate lives outside.
+    """The paper's hyperparameters (Table 5 defaults) and the step control beyond it.
 
-    Raises ``ValueError`` naming the argument when a value is out of its range. NumPy
-    scalars are accepted and stored as Python ``int`` / ``float``.
+    The learning rate lives outside. Raises ``ValueError`` naming the argument when a value
+    is out of its range. NumPy scalars are accepted and stored as Python ``int`` / ``float``.
     """
 
     history: int = 10
@@ -43,11 +52,27 @@ class MLBFGSConfig:
     damping: bool = True
     """Eq (7); switch off only for ablations."""
     momentum: float = 0.9
-    """Heavy-ball momentum on the preconditioned direction."""
+    """Heavy-ball momentum on the (rescaled) preconditioned direction."""
     weight_decay: float = 0.0
     """L2 coefficient folded into the gradient before anything else."""
     warmup: int | None = None
-    """Steps of SGD before preconditioning starts; ``None`` means 2T, as in the paper."""
+    """Steps of SGD before preconditioning starts; ``None``: until the first pair is used
+    (2T steps, or 2T - 1 with ``pair_timing="before_step"``)."""
+    step_norm: StepNorm = "gradient"
+    """``"none"``: ``d = H g`` as in the paper. ``"gradient"``: each block's ``H g`` is
+    rescaled to the norm of that block's gradient (grafting: H gives the direction, SGD the
+    length, so ``lr`` means the same in warm-up and after). ``"unit"``: ``H g`` divided by
+    its norm over all blocks and ranks (the released code)."""
+    pair_momentum: float = 0.0
+    """m of the released code's "double momentum": ``s <- (1-m) s + m s_prev`` and
+    ``y <- (1-m) y + m y_hat_prev`` (the newest stored pair) before damping."""
+    averaging: Averaging = "mean"
+    """``"mean"``: Eq (5). ``"sum"``: ``M <- beta M + x`` (the released code)."""
+    restart_grad_average: bool = False
+    """After each boundary's snapshot, restart ``M_g`` from the current gradient (the
+    released code; ``M_theta`` is not restarted)."""
+    pair_timing: PairTiming = "after_step"
+    """See :data:`PairTiming`."""
 
     def __post_init__(self) -> None:
         self._count("history", minimum=1)
@@ -58,15 +83,33 @@ class MLBFGSConfig:
         self._real("tau0", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
         self._real("sigma_low", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
         self._real("sigma_high", lambda v: v > 1.0, "> 1")
-        if not isinstance(self.damping, bool):
-            raise ValueError(f"damping must be a bool, got {self.damping!r}")
+        self._flag("damping")
         self._real("momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
         self._real("weight_decay", lambda v: v >= 0.0, "a finite number >= 0")
+        self._choice("step_norm", StepNorm)
+        self._real("pair_momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        self._choice("averaging", Averaging)
+        self._flag("restart_grad_average")
+        self._choice("pair_timing", PairTiming)
+
+    @classmethod
+    def from_preset(cls, preset: str | None = None, **given: Any) -> MLBFGSConfig:
+        """The configuration of ``preset`` (``None``: the library defaults), overridden by
+        every ``given`` value that is not ``None``."""
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"preset must be None, 'paper' or 'released', got {preset!r}")
+        unknown = set(given) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown hyperparameters {sorted(unknown)}")
+        chosen = {key: value for key, value in given.items() if value is not None}
+        return cls(**{**(PRESETS[preset] if preset else {}), **chosen})
 
     @property
     def warmup_steps(self) -> int:
-        """``warmup``, with ``None`` resolved to 2T."""
-        return 2 * self.update_every if self.warmup is None else self.warmup
+        """``warmup``, with ``None`` resolved to the step before the first pair is used."""
+        if self.warmup is not None:
+            return self.warmup
+        return 2 * self.update_every - (self.pair_timing == "before_step")
 
     def _count(self, name: str, minimum: int) -> None:
         value = getattr(self, name)
@@ -79,3 +122,34 @@ class MLBFGSConfig:
         if not is_real(value) or not ok(float(value)):
             raise ValueError(f"{name} must be {rule}, got {value!r}")
         object.__setattr__(self, name, float(value))
+
+    def _flag(self, name: str) -> None:
+        if not isinstance(getattr(self, name), bool):
+            raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    def _choice(self, name: str, options: Any) -> None:
+        allowed = get_args(options)
+        if getattr(self, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+
+PRESETS: Mapping[str, Mapping[str, object]] = {
+    # Algorithm 1 exactly as the paper writes it.
+    "paper": {
+        "step_norm": "none",
+        "pair_momentum": 0.0,
+        "averaging": "mean",
+        "restart_grad_average": False,
+        "pair_timing": "after_step",
+    },
+    # The authors' released optimizer (BlockSlimQN), step for step, except that weight
+    # decay enters the gradient average as wd * theta (the released code adds wd * g).
+    "released": {
+        "step_norm": "unit",
+        "pair_momentum": 0.9,
+        "averaging": "sum",
+        "restart_grad_average": True,
+        "pair_timing": "before_step",
+    },
+}
+"""Named sets of step-control values; any explicitly given value overrides them."""

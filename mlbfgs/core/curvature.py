@@ -40,6 +40,19 @@ def curvature_pair(averages: MomentumAverages) -> tuple[Array, Array]:
     return averages.theta - averages.snapshot_theta, averages.grad - averages.snapshot_grad
 
 
+def mix_with_newest(
+    s: Array, y: Array, newest: tuple[Array, Array], pair_momentum: float
+) -> tuple[Array, Array]:
+    """The released code's "double momentum", before damping (in place on the new pair):
+    ``s <- (1-m) s + m s_prev`` and ``y <- (1-m) y + m y_hat_prev``, the newest stored pair."""
+    s_prev, y_hat_prev = newest
+    s *= 1.0 - pair_momentum
+    s += pair_momentum * s_prev
+    y *= 1.0 - pair_momentum
+    y += pair_momentum * y_hat_prev
+    return s, y
+
+
 def prepare_pair(
     kernels: Kernels,
     s: Array,

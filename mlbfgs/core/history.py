@@ -63,6 +63,13 @@ class CurvatureHistory:
         self.y_dot_y[:, slot] = y_with_all[capacity:]
         self.order.append(slot)
 
+    def newest(self) -> tuple[Array, Array] | None:
+        """Views of the newest stored ``(s, y_hat)``, or ``None`` while the buffer is empty."""
+        if not self.order:
+            return None
+        slot = self.order[-1]
+        return self.pairs[slot, :], self.pairs[self.capacity + slot, :]
+
     def chronological(self, xp: Namespace) -> tuple[Array, Array]:
         """``(s_hist, y_hist)``, each ``(m, n)`` with rows oldest first (copies)."""
         slots = xp.asarray(self.order, dtype=xp.int64, device=device(self.pairs))

@@ -29,6 +29,12 @@ class Kernels:
         for average, x in zip(averages, xs, strict=True):
             self.lerp_(average, x, weight)
 
+    def accumulate_all_(self, sums: Sequence[Array], xs: Sequence[Array], decay: float) -> None:
+        """In place, for each pair: ``sum <- decay * sum + x`` (the released code's averages)."""
+        for total, x in zip(sums, xs, strict=True):
+            total *= decay
+            total += x
+
     def heavy_ball_(self, buffer: Array, direction: Array, momentum: float) -> None:
         """In place: ``buffer <- momentum * buffer + direction``."""
         buffer *= momentum
