@@ -32,6 +32,7 @@ EXPECTED = [
     "more_blocks_than_ranks",
     "explicit_blocks",
     "same_grads_averaged",
+    *checks.STEP_CONTROLS,
     "averaged",
     "memory",
     "mismatch",

@@ -118,7 +118,7 @@ def report(outcomes: list[Any]) -> str:
                 f"{o.seeds_diverged}/{seeds}",
                 o.final_loss,
                 o.test_accuracy,
-                iterations_ratio(o, sgd[o.task]),
+                _ratio(iterations_ratio(o, sgd[o.task])),
             ]
         )
     headers = [
@@ -149,6 +149,12 @@ def report(outcomes: list[Any]) -> str:
             f"{worst:.3g}; diverged grid points {grid_mine} (SGD {grid_sgd})",
         ]
     return "\n".join(lines)
+
+
+def _ratio(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return "never" if math.isinf(value) else f"{value:.2f}"
 
 
 def plot(outcomes: list[Any], tasks: list[str], methods: list[str], path: Path) -> Path:
@@ -188,5 +194,6 @@ def plot(outcomes: list[Any], tasks: list[str], methods: list[str], path: Path) 
     legend_ax.legend(handles=handles, loc="center", fontsize=9, frameon=False)
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
-    fig.suptitle("convergence suite: median training loss over seeds 1-5 at the tuned lr")
+    seeds = sorted({r.key.seed for o in outcomes for r in o.runs})
+    fig.suptitle(f"convergence suite: median training loss over seeds {seeds} at the tuned lr")
     return save(fig, path)

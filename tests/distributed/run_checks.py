@@ -32,6 +32,11 @@ SHAPES = [(7, 5), (13,), (3, 4, 2), (31,), (6, 6), (1,), (17, 3), (9,)]
 STEPS = 30
 SETTINGS: dict[str, Any] = {"history": 4, "update_every": 3, "lr": 0.05}
 CHECKPOINT_STEPS = (12, 12)  # steps before the save, steps after it
+STEP_CONTROLS: dict[str, dict[str, Any]] = {
+    "step_norm_none": {"step_norm": "none"},
+    "step_norm_unit": {"step_norm": "unit"},
+    "released_preset": {"preset": "released"},
+}
 
 
 def initial_params(dtype: Any = np.float32, shapes: list[Any] = SHAPES) -> list[np.ndarray]:
@@ -83,13 +88,17 @@ class Checks:
         except Exception:
             self.report["failed"][name] = traceback.format_exc()
 
-    def bitwise(self, blocks: Any, average: bool, dtype: Any = np.float32) -> None:
+    def bitwise(
+        self, blocks: Any, average: bool, dtype: Any = np.float32, **options: Any
+    ) -> None:
         """p ranks fed the same gradients == one process with the same partition."""
         params = initial_params(dtype)
-        opt = run(self.comm, params, STEPS, gradient, blocks=blocks, average_grads=average)
+        opt = run(
+            self.comm, params, STEPS, gradient, blocks=blocks, average_grads=average, **options
+        )
         partition = [list(layout.indices) for layout in opt.layouts]
         ref = initial_params(dtype)
-        ref_opt = run(SingleProcessComm(), ref, STEPS, gradient, blocks=partition)
+        ref_opt = run(SingleProcessComm(), ref, STEPS, gradient, blocks=partition, **options)
         same_bits(params, ref, f"blocks={blocks}")
         assert opt.step_count == STEPS
         pushed = sum(s["pairs_pushed"] for s in opt.stats())
@@ -261,6 +270,9 @@ def main() -> None:
     checks.check("more_blocks_than_ranks", lambda: checks.bitwise(6, average=False))
     checks.check("explicit_blocks", lambda: checks.bitwise([[7, 0], [1, 2, 3], [5], [4, 6]], False))
     checks.check("same_grads_averaged", lambda: checks.bitwise(5, average=True))
+    # "unit" sums one number per block over every rank (its own small all-gather).
+    for name, options in STEP_CONTROLS.items():
+        checks.check(name, lambda o=options: checks.bitwise(6, average=True, **o))
     checks.check("averaged", checks.averaged)
     checks.check("memory", checks.memory)
     checks.check("mismatch", checks.mismatch)
