@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core.types import Array
 from ._buffers import PinnedStaging, device_view, host_view, is_gpu
+from ._exit import end_job_on_uncaught_exception
 from .base import displacements
 
 
@@ -27,11 +28,22 @@ class MPIComm:
     ``cuda_aware`` says whether GPU buffers may be handed to MPI directly; ``None`` reads
     the environment variable ``MLBFGS_CUDA_AWARE_MPI``. When false, GPU buffers are staged
     through pinned host memory (two device-host copies per collective).
+
+    ``abort_on_exception`` (default) makes an uncaught exception on this rank print its
+    traceback and then call ``MPI.COMM_WORLD.Abort(1)``, which ends every rank of the job
+    within seconds instead of leaving them waiting in a collective, as
+    ``python -m mpi4py`` does; pass ``False`` to keep Python's own handling.
     """
 
-    def __init__(self, comm: Any = None, cuda_aware: bool | None = None) -> None:
+    def __init__(
+        self, comm: Any = None, cuda_aware: bool | None = None, abort_on_exception: bool = True
+    ) -> None:
         from mpi4py import MPI
 
+        if abort_on_exception:
+            end_job_on_uncaught_exception(
+                "MPI.COMM_WORLD.Abort(1) ends the job", lambda: MPI.COMM_WORLD.Abort(1)
+            )
         self._mpi = MPI
         self._comm = MPI.COMM_WORLD if comm is None else comm
         self.cuda_aware = _cuda_aware_default() if cuda_aware is None else bool(cuda_aware)
