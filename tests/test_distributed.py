@@ -144,6 +144,7 @@ def _check_launch(reports: list[dict[str, Any]], expected: list[str]) -> None:
     ranks = len(reports)
     for report in reports:
         assert set(expected) <= set(report["passed"]), report["passed"]
+        assert report["exit_hook"], "the communicator installed no exception hook"
     total = _single_process_history_bytes()
     assert [r["history_bytes"] for r in reports] == [total // ranks] * ranks
     assert [r["owned_for_memory"] for r in reports] == [
@@ -173,10 +174,11 @@ def test_4_rank_checkpoint_resumes_on_one_process(
     params = checks.resume_and_continue(SingleProcessComm(), checkpoint, checks.CHECKPOINT_STEPS[1])
     saved = np.load(checkpoint / "continued-on-4.npz")
     checks.same_bits(params, [saved[f"arr_{i}"] for i in range(len(params))], "resumed on 1")
-    files = sorted(p.name for p in checkpoint.glob("mlbfgs-rank*.npz"))
+    (folder,) = checkpoint.glob("ckpt-*")  # one committed set
+    files = sorted(p.name for p in folder.glob("mlbfgs-rank*.npz"))
     assert files == [f"mlbfgs-rank{r:05d}-of-00004.npz" for r in range(4)]
     for r, name in enumerate(files):  # each rank saved its own block, nobody the whole history
-        with np.load(checkpoint / name) as shard:
+        with np.load(folder / name) as shard:
             assert list(shard["owned_blocks"]) == [r]
             assert {key.split(".")[0] for key in shard.files if key.startswith("block")} == {
                 f"block{r}"

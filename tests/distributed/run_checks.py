@@ -183,6 +183,20 @@ class Checks:
                 raise AssertionError(f"no error on rank {self.rank} (average={average})")
             same_bits(params, before, "after a refused step")
             assert opt.step_count == 7 and opt.state_dict().keys() == state.keys()
+        # The last rank's NaN in block 0, which rank 0 owns: averaging carries it to rank 0,
+        # and every rank's error names the last rank as its source.
+        params = initial_params()
+        opt = run(self.comm, params, 2, gradient, on_nonfinite="raise", blocks=self.size)
+        grads = gradient(3, params, self.rank)
+        if self.rank == last:
+            grads[0][0, 0] = np.inf
+        try:
+            opt.step(grads)
+        except mlbfgs.NonFiniteGradientError as caught:
+            message = str(caught)
+            assert f"owned by rank(s) [0]; the NaN or infinity came from ranks [{last}]" in message
+        else:
+            raise AssertionError(f"no error on rank {self.rank} for another rank's NaN")
         params = initial_params()
         opt = run(self.comm, params, 12, poisoned, blocks=4)
         skipped = {s["block"]: s["skipped_steps"] for s in opt.stats()}
@@ -257,6 +271,8 @@ def main() -> None:
     args = parser.parse_args()
     comm = make_comm(args.comm)
     checks = Checks(comm, args)
+    # MPIComm and TorchComm end the job on an uncaught exception (tests/test_faults.py).
+    checks.report["exit_hook"] = sys.excepthook is not sys.__excepthook__
     checks.check("default_blocks", checks.default_blocks)
     checks.check("more_blocks_than_ranks", lambda: checks.bitwise(6, average=False))
     checks.check("explicit_blocks", lambda: checks.bitwise([[7, 0], [1, 2, 3], [5], [4, 6]], False))
