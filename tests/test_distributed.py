@@ -153,13 +153,13 @@ def _check_launch(reports: list[dict[str, Any]], expected: list[str]) -> None:
 
 
 def test_mpi_on_4_ranks_equals_one_process_and_saves(mpi4: list[dict[str, Any]]) -> None:
-    _check_launch(mpi4, [*EXPECTED[:-1], "save"])
+    _check_launch(mpi4, [*EXPECTED[:-1], "save", "datatypes"])
 
 
 def test_mpi_on_2_ranks_equals_one_process_and_resumes_a_4_rank_checkpoint(
     mpi2: list[dict[str, Any]],
 ) -> None:
-    _check_launch(mpi2, [*EXPECTED, "resume"])
+    _check_launch(mpi2, [*EXPECTED, "resume", "datatypes"])
 
 
 def test_gloo_equals_one_process(gloo: list[dict[str, Any]]) -> None:
