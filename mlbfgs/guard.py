@@ -25,16 +25,10 @@ class Guard:
     """A re-entrant lock that is never waited for (copies get a fresh, free one)."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
 
     def __reduce__(self) -> tuple[type[Guard], tuple[()]]:
         return Guard, ()
-
-    def acquire(self) -> bool:
-        return self._lock.acquire(blocking=False)
-
-    def release(self) -> None:
-        self._lock.release()
 
 
 def exclusive(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
@@ -46,10 +40,11 @@ def exclusive(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[
 
     @functools.wraps(method)
     def guarded(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        guard = self.__dict__.get("_guard")
-        if guard is None:  # objects built without one (or copied without it) get one now
-            guard = self.__dict__.setdefault("_guard", Guard())
-        if not guard.acquire():
+        try:
+            lock = self._guard.lock
+        except AttributeError:  # built without one (or copied without it): one now
+            lock = self.__dict__.setdefault("_guard", Guard()).lock
+        if not lock.acquire(False):
             raise ConcurrentUseError(
                 f"{type(self).__name__}.{method.__name__}() was called while another thread is "
                 "inside step(), prepare(), apply(), state_dict() or load_state_dict() of the "
@@ -58,6 +53,6 @@ def exclusive(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[
         try:
             return method(self, *args, **kwargs)
         finally:
-            guard.release()
+            lock.release()
 
     return guarded
