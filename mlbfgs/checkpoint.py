@@ -1,152 +1,227 @@
-"""Flat, pickle-free encoding of a block's state for ``state_dict`` / ``load_state_dict``.
+"""Sharded checkpoints that survive a crash at any moment: saved as a set, committed at once.
 
-On several ranks each rank's ``state_dict`` holds only the blocks it owns;
-:func:`save_sharded` writes one file per rank (no rank gathers the whole history) and
-:func:`load_sharded` reads such a directory on any number of ranks, each rank reading only
-the blocks it is assigned.
+Every rank writes only its own blocks (no rank gathers the whole history), into a new
+directory per save; rank 0 commits the set by writing ``manifest.json`` after every rank
+has written and flushed its file, and only then removes older sets::
 
-A state dict maps ``str`` keys to arrays and plain scalars only, so it saves with
-``numpy.savez(path, **state, allow_pickle=False)``. Optional parts (averages before the
-first step, the snapshot before the first boundary, the heavy-ball buffer) are simply
-absent. Everything derivable (the compact form, gamma) is rebuilt on load with the same
-operations that built it, so a resumed run is bitwise the run that never stopped.
+    ckpt/
+      ckpt-000007-step000001200/            the 7th save into ckpt/, at step 1200
+        mlbfgs-rank00000-of-00004.npz       one file per rank (numpy.savez, no pickles)
+        ...
+        manifest.json                       the commit: the files, their sizes, the step
+      ckpt-000006-step000001000/            older sets: the newest ``keep`` stay
+
+Files and directories are fsynced before each step that depends on them, so a set whose
+manifest exists is complete on disk. A crash before the commit leaves an uncommitted set
+(ignored by :func:`load_sharded`, removed by the next save); a crash after it leaves the
+new set committed, and a crash while old sets are removed leaves them uncommitted (their
+manifest goes first). Hence the newest committed set always loads, whichever rank dies
+at whatever point. ``docs/reliability.md`` states the guarantees.
+
+:func:`load_sharded` reads such a directory on any number of ranks, each rank reading
+only the blocks it is assigned. All ranks must see one shared file system.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from array_api_compat import device, is_array_api_obj
+from array_api_compat import is_array_api_obj
 
-from .core.algorithm import BlockState, BlockStats
-from .core.averages import MomentumAverages
-from .core.history import CurvatureHistory
-from .core.preconditioner import compact_form
-from .core.types import Array, Namespace
+from ._checkpoint_files import (
+    LEGACY_FILE,
+    MANIFEST,
+    CheckpointError,
+    ShardedState,
+    committed_sets,
+    find_checkpoint,
+    fsync_directory,
+    set_directories,
+    shard_name,
+)
+from .comm import Communicator
+from .core.config import is_count
 
 if TYPE_CHECKING:
     from .optimizer import MLBFGS
 
-_ARRAYS = (
-    "averages.theta",
-    "averages.grad",
-    "averages.snapshot_theta",
-    "averages.snapshot_grad",
-    "momentum_buffer",
-)
-_COUNTERS = ("pairs_pushed", "pairs_rejected", "skipped_steps")
+__all__ = ["CheckpointError", "ShardedState", "find_checkpoint", "load_sharded", "save_sharded"]
+
+T = TypeVar("T")
+MANIFEST_VERSION = 1
+
+_hook: Callable[[str, int, Path], None] | None = None
+"""Test hook, called at each named point of a save with (point, rank, path): the fault
+tests make a rank exit there (``tests/test_checkpoint_faults.py``)."""
 
 
-def encode_block(xp: Namespace, prefix: str, block: BlockState) -> dict[str, Any]:
-    """The block's state as ``{prefix + key: array or scalar}`` (arrays are copies)."""
-    averages = block.averages
-    vectors = {
-        "averages.theta": averages.theta if averages else None,
-        "averages.grad": averages.grad if averages else None,
-        "averages.snapshot_theta": averages.snapshot_theta if averages else None,
-        "averages.snapshot_grad": averages.snapshot_grad if averages else None,
-        "momentum_buffer": block.momentum_buffer,
-    }
-    history = block.history
-    state: dict[str, Any] = {
-        prefix + key: xp.asarray(value, copy=True)
-        for key, value in vectors.items()
-        if value is not None
-    }
-    state[prefix + "history.pairs"] = xp.asarray(history.pairs, copy=True)
-    state[prefix + "history.s_dot_y"] = xp.asarray(history.s_dot_y, copy=True)
-    state[prefix + "history.y_dot_y"] = xp.asarray(history.y_dot_y, copy=True)
-    state[prefix + "history.order"] = [int(slot) for slot in history.order]
-    for name in _COUNTERS:
-        state[prefix + "stats." + name] = int(getattr(block.stats, name))
-    state[prefix + "stats.mu"] = float(block.stats.mu)
-    state[prefix + "stats.tau"] = float(block.stats.tau)
-    return state
+def _point(name: str, rank: int, path: Path) -> None:
+    if _hook is not None:
+        _hook(name, rank, path)
 
 
-def decode_block(
-    xp: Namespace, prefix: str, state: Mapping[str, Any], template: BlockState
-) -> BlockState:
-    """Rebuild a block from ``state``, checking every array against ``template``.
+def save_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str], keep: int = 1) -> Path:
+    """Save the optimizer as a new checkpoint set under ``directory``; return the set's path.
 
-    ``template`` is a fresh block of the same layout; nothing of it is modified.
+    Call on every rank; each writes its own blocks. Returns once the set is committed,
+    after the older sets beyond the newest ``keep`` were removed. If any rank fails (a
+    full disk, say), every rank raises :class:`CheckpointError` and no set is committed.
     """
-    like = template.history.pairs
-    n = int(like.shape[1])
+    if not is_count(keep) or keep < 1:
+        raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+    comm = optimizer.comm
+    root, rank = Path(directory), comm.rank
+    state = {key: _to_numpy(value) for key, value in optimizer.state_dict().items()}
+    state["owned_blocks"] = np.asarray(state["owned_blocks"], dtype=np.int64)
+    step = int(state["step"])
 
-    def array(key: str, shape: tuple[int, ...], dtype: object) -> Array:
-        value = state[prefix + key]
-        if not is_array_api_obj(value):
-            raise TypeError(f"state[{prefix + key!r}] is a {type(value).__name__}, not an array")
-        result = xp.asarray(value, device=device(like), copy=True)
-        if tuple(result.shape) != shape or result.dtype != dtype:
-            raise ValueError(
-                f"state[{prefix + key!r}] has shape {tuple(result.shape)} and dtype "
-                f"{result.dtype}; expected {shape} and {dtype}"
-            )
-        return result
+    name = _together(comm, "create the set", lambda: _new_set(root, step) if rank == 0 else "")[0]
+    folder = root / name
+    file = shard_name(rank, comm.size)
+    sizes = _together(comm, "write", lambda: _write_shard(folder / file, state, rank))
+    files = {shard_name(r, comm.size): size for r, size in enumerate(sizes)}
+    manifest = {
+        "format": "mlbfgs-sharded-checkpoint",
+        "version": MANIFEST_VERSION,
+        "step": step,
+        "world_size": comm.size,
+        "files": files,
+    }
+    _together(comm, "commit", lambda: _commit(folder, manifest, int(keep)) if rank == 0 else None)
+    return folder
 
-    present = {key: prefix + key in state for key in _ARRAYS}
-    vectors = {key: array(key, (n,), like.dtype) if present[key] else None for key in _ARRAYS}
-    averages = None
-    if vectors["averages.theta"] is not None and vectors["averages.grad"] is not None:
-        averages = MomentumAverages(
-            vectors["averages.theta"],
-            vectors["averages.grad"],
-            vectors["averages.snapshot_theta"],
-            vectors["averages.snapshot_grad"],
-        )
-    if present["averages.theta"] != present["averages.grad"] or (
-        present["averages.snapshot_theta"] != present["averages.snapshot_grad"]
-    ):
-        raise ValueError(f"state for {prefix!r} has one of a pair of averages but not the other")
 
-    capacity = template.history.capacity
-    square = (capacity, capacity)
-    order = as_ints(state[prefix + "history.order"])
-    if (
-        len(order) > capacity
-        or len(set(order)) != len(order)
-        or any(not 0 <= slot < capacity for slot in order)
-    ):
-        raise ValueError(f"state[{prefix + 'history.order'!r}] is not a valid slot order: {order}")
-    history = CurvatureHistory(
-        pairs=array("history.pairs", (2 * capacity, n), like.dtype),
-        s_dot_y=array("history.s_dot_y", square, xp.float64),
-        y_dot_y=array("history.y_dot_y", square, xp.float64),
-        order=order,
+def load_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str]) -> Path:
+    """Load the newest committed set under ``directory`` (or the set ``directory`` itself,
+    or a flat directory written by an older mlbfgs); return the set's path.
+
+    Call on every rank, with any world size: each rank reads only the blocks it owns. An
+    optimizer built with ``blocks=None`` adopts the saved blocks, so a run saved on p
+    ranks continues on q ranks with the same trajectory. Every rank checks what it read
+    before any rank changes: an error anywhere raises on every rank, and then no
+    optimizer changed.
+    """
+    comm = optimizer.comm
+    found = _together(
+        comm, "find", lambda: str(find_checkpoint(directory)) if comm.rank == 0 else ""
     )
-    stats = BlockStats(
-        **{name: int(state[prefix + "stats." + name]) for name in _COUNTERS},
-        mu=float(state[prefix + "stats.mu"]),
-        tau=float(state[prefix + "stats.tau"]),
-    )
-    return BlockState(
-        history=history,
-        averages=averages,
-        momentum_buffer=vectors["momentum_buffer"],
-        form=compact_form(xp, history) if order else None,
-        stats=stats,
-    )
+    folder = Path(found[0])
+    loaded: Any = None
+
+    def read() -> None:
+        nonlocal loaded
+        state = ShardedState(folder)
+        try:
+            loaded = optimizer._read_state(state)
+        finally:
+            state.close()
+
+    _together(comm, "load", read)
+    optimizer._adopt(loaded)
+    return folder
 
 
-def as_ints(value: Any) -> list[int]:
-    """Ints from a scalar, a list, or an array (``numpy.load`` turns lists into arrays)."""
-    if is_array_api_obj(value):
-        if value.ndim == 0:
-            return [int(value)]
-        return [int(value[i]) for i in range(int(value.shape[0]))]
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(value)]
+def _together(comm: Communicator, what: str, action: Callable[[], T]) -> list[T]:
+    """Run ``action`` on every rank and gather the results; if it failed on any rank,
+    every rank raises (the failing one its own error), so none waits for the others."""
+    error: Exception | None = None
+    try:
+        result: Any = action()
+    except Exception as exc:
+        if comm.size == 1:
+            raise
+        error, result = exc, None
+    if comm.size == 1:
+        return [result]
+    outcome = (error is None, result if error is None else f"{type(error).__name__}: {error}")
+    everyone = comm.allgather_object(outcome)
+    if error is not None:
+        raise error
+    failed = [f"rank {r}: {detail}" for r, (ok, detail) in enumerate(everyone) if not ok]
+    if failed:
+        raise CheckpointError(f"checkpoint {what} failed on " + "; ".join(failed))
+    return [detail for _, detail in everyone]
 
 
-_SHARD = re.compile(r"^mlbfgs-rank(\d+)-of-(\d+)\.npz$")
+def _new_set(root: Path, step: int) -> str:
+    """Create the next set's directory (rank 0) and return its name."""
+    existed = root.is_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    if not existed:
+        fsync_directory(root.parent)
+    sequence = 1 + max((seq for seq, _ in set_directories(root)), default=0)
+    name = f"ckpt-{sequence:06d}-step{step:09d}"
+    (root / name).mkdir()
+    fsync_directory(root)
+    return name
+
+
+def _write_shard(path: Path, state: dict[str, Any], rank: int) -> int:
+    """Write this rank's file durably under its final name; return its size in bytes."""
+    _point("before_write", rank, path)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as stream:
+        np.savez(stream, **state)
+        stream.flush()
+        os.fsync(stream.fileno())
+    _point("mid_write", rank, partial)
+    os.replace(partial, path)
+    fsync_directory(path.parent)
+    _point("after_write", rank, path)
+    return path.stat().st_size
+
+
+def _commit(folder: Path, manifest: dict[str, Any], keep: int) -> None:
+    """Rank 0, once every file is on disk: write the manifest, then remove old sets."""
+    _point("before_commit", 0, folder)
+    partial = folder / (MANIFEST + ".partial")
+    with open(partial, "w") as stream:
+        json.dump(manifest, stream, indent=1)
+        stream.flush()
+        os.fsync(stream.fileno())
+    _point("mid_commit", 0, partial)
+    os.replace(partial, folder / MANIFEST)
+    fsync_directory(folder)
+    _point("after_commit", 0, folder)
+    try:
+        _remove_old(folder.parent, folder, keep)
+    except OSError as error:  # the new set is committed; leftovers go at the next save
+        warnings.warn(f"could not remove old checkpoints in {folder.parent}: {error}", stacklevel=3)
+
+
+def _remove_old(root: Path, newest: Path, keep: int) -> None:
+    """Remove committed sets beyond the newest ``keep``, failed saves, and flat files of an
+    older mlbfgs. Each set is uncommitted (manifest removed, fsynced) before its files go."""
+    sequence = {path: seq for seq, path in set_directories(root)}
+    committed = [path for _, path in committed_sets(root)]  # newest first
+    doomed = committed[keep:]
+    doomed += [
+        path for path, seq in sequence.items() if path not in committed and seq < sequence[newest]
+    ]
+    legacy = [path for path in root.iterdir() if _is_legacy(path)]
+    for path in doomed:
+        manifest = path / MANIFEST
+        if manifest.exists():
+            manifest.unlink()
+            fsync_directory(path)
+            _point("mid_cleanup", 0, path)
+        for file in path.iterdir():
+            file.unlink()
+        path.rmdir()
+    if legacy and len(committed) >= keep:
+        for file in legacy:
+            file.unlink()
+    fsync_directory(root)
+
+
+def _is_legacy(path: Path) -> bool:
+    return path.is_file() and bool(LEGACY_FILE.match(path.name))
 
 
 def _to_numpy(value: Any) -> Any:
@@ -158,83 +233,3 @@ def _to_numpy(value: Any) -> Any:
     if hasattr(value, "get") and not isinstance(value, np.ndarray):  # CuPy
         return value.get()
     return np.asarray(value)
-
-
-def save_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str]) -> Path:
-    """Every rank writes its own blocks to ``directory/mlbfgs-rank<r>-of-<p>.npz``.
-
-    Call on every rank; returns once every rank's file is written. Files of an earlier
-    save with another world size are removed (by rank 0), so a directory holds one
-    checkpoint. Each file is written under a temporary name and renamed into place.
-    """
-    comm = optimizer.comm
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"mlbfgs-rank{comm.rank:05d}-of-{comm.size:05d}.npz"
-    state = {key: _to_numpy(value) for key, value in optimizer.state_dict().items()}
-    state["owned_blocks"] = np.asarray(state["owned_blocks"], dtype=np.int64)
-    partial = folder / (name + ".partial")
-    with open(partial, "wb") as stream:
-        np.savez(stream, **state)
-    os.replace(partial, folder / name)
-    if comm.rank == 0:
-        for path in folder.iterdir():
-            match = _SHARD.match(path.name)
-            if match and int(match.group(2)) != comm.size:
-                path.unlink()
-    comm.allgather_object(None)  # a barrier: every file exists when save_sharded returns
-    return folder
-
-
-class ShardedState(Mapping[str, Any]):
-    """The union of per-rank state files, read lazily: a key is read when looked up."""
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        folder = Path(directory)
-        shards = sorted(
-            (int(m.group(1)), int(m.group(2)), path)
-            for path in (folder.iterdir() if folder.is_dir() else [])
-            if (m := _SHARD.match(path.name))
-        )
-        sizes = {size for _, size, _ in shards}
-        if not shards or len(sizes) != 1 or [r for r, *_ in shards] != list(range(sizes.pop())):
-            found = [path.name for *_, path in shards]
-            raise FileNotFoundError(
-                f"{folder} does not hold one complete set of per-rank files "
-                f"mlbfgs-rank<r>-of-<p>.npz written by save_sharded (found {found})"
-            )
-        self._files = [np.load(path, allow_pickle=False) for *_, path in shards]
-        self._where: dict[str, int] = {}
-        for index, file in enumerate(self._files):
-            for key in file.files:
-                self._where.setdefault(key, index)
-        steps = {int(file["step"]) for file in self._files}
-        if len(steps) != 1:
-            raise ValueError(f"the per-rank files in {folder} are from different steps {steps}")
-
-    def __getitem__(self, key: str) -> Any:
-        return self._files[self._where[key]][key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def close(self) -> None:
-        for file in self._files:
-            file.close()
-
-
-def load_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str]) -> None:
-    """Load a :func:`save_sharded` directory written on any number of ranks.
-
-    Call on every rank: each reads only the blocks it owns under the current world size.
-    An optimizer built with ``blocks=None`` adopts the saved blocks, so a run saved on p
-    ranks continues on q ranks with the same trajectory.
-    """
-    state = ShardedState(directory)
-    try:
-        optimizer.load_state_dict(state)
-    finally:
-        state.close()

@@ -158,8 +158,9 @@ class BlockExchange:
             self.comm.allgatherv(vector, [len(blocks) for blocks in self.assignment])
         return xp.sum(vector)
 
-    def everyone_finite(self, finite: bool) -> list[bool]:
-        """Each rank's finiteness verdict: one small collective, for ``on_nonfinite='raise'``."""
+    def everyone_bad(self, bad: list[int]) -> list[list[int]]:
+        """Each rank's owned blocks with a non-finite gradient: one small collective, for
+        ``on_nonfinite='raise'``."""
         if not self.distributed:
-            return [finite]
-        return [bool(flag) for flag in self.comm.allgather_object(bool(finite))]
+            return [list(bad)]
+        return [list(found) for found in self.comm.allgather_object(list(bad))]

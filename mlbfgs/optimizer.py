@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from array_api_compat import device
 
+from . import nonfinite
 from .backends import kernels_for
-from .checkpoint import as_ints, decode_block, encode_block
 from .comm import Communicator, SingleProcessComm
 from .core import (
     BlockInput,
@@ -35,11 +35,30 @@ from .core import (
 from .core.config import Averaging, PairTiming, Preset, StepNorm, is_count
 from .core.types import Array
 from .distributed import BlockExchange, construct_together
+from .guard import Guard, exclusive
 from .layout import BlockLayout, numel
+from .state import (
+    FORMAT_VERSION,
+    as_ints,
+    count,
+    decode_block,
+    encode_block,
+    integer,
+    saved_partition,
+)
 from .validation import LearningRate, check_grads, check_lr, check_params, lr_at
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "MLBFGS", "NonFiniteGradientError", "PreparedStep"]
 NonFinitePolicy = Literal["skip", "raise"]
+
+
+@dataclass(frozen=True)
+class _LoadedState:
+    """A checked state dict, ready to be adopted by ``MLBFGS._adopt``."""
+
+    exchange: BlockExchange
+    blocks: dict[int, BlockState]
+    step: int
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,7 @@ class MLBFGS:
         pair_timing: PairTiming | None = None,
         preset: Preset | None = None,
     ) -> None:
+        self._guard = Guard()  # one call at a time (mlbfgs/guard.py)
         if comm is not None and not isinstance(comm, Communicator):
             raise TypeError(f"comm must be None or a mlbfgs.comm communicator, got {comm!r}")
         self.comm: Communicator = comm if comm is not None else SingleProcessComm()
@@ -210,10 +230,12 @@ class MLBFGS:
         """Steps taken so far; the next ``step`` is step ``step_count + 1``."""
         return self._step
 
+    @exclusive
     def step(self, grads: Sequence[Array]) -> None:
         """Apply one mL-BFGS step to ``params`` given their gradients."""
         self.apply(self.prepare(grads))
 
+    @exclusive
     def prepare(self, grads: Sequence[Array]) -> PreparedStep:
         """Phase 1 of ``step``; changes nothing (only this rank's exchange buffers).
 
@@ -244,16 +266,16 @@ class MLBFGS:
             blocks.append(BlockInput(b, block, theta, g, projection))
         finite = self._finite(probes)
         if self.on_nonfinite == "raise":
-            verdicts = exchange.everyone_finite(all(finite))
-            if not all(verdicts):
-                bad = [block.index for block, ok in zip(blocks, finite, strict=True) if not ok]
+            bad = exchange.everyone_bad(
+                [block.index for block, ok in zip(blocks, finite, strict=True) if not ok]
+            )
+            if any(bad):  # every rank raises the same message, naming where it came from
                 raise NonFiniteGradientError(
-                    f"non-finite gradient (or overflow) in block(s) {bad} of this rank, "
-                    f"parameters {[i for b in bad for i in self.layouts[b].indices]} (ranks "
-                    f"{[r for r, ok in enumerate(verdicts) if not ok]}); nothing was changed"
+                    nonfinite.describe(xp, exchange, grads, bad, self.average_grads)
                 )
         return PreparedStep(self, t, lr, blocks, finite)
 
+    @exclusive
     def apply(self, prepared: PreparedStep) -> None:
         """Phase 2 of ``step``: Algorithm 1 for every owned block whose gradient is finite,
         then every block's new parameters reach every rank."""
@@ -284,12 +306,17 @@ class MLBFGS:
 
     def _finite(self, probes: list[Array]) -> list[bool]:
         """Per block, whether its probe is finite, with one host sync in the common case."""
-        xp = self._xp
+        xp, kernels = self._xp, self._kernels
         if not probes:
             return []
         # A sum is finite iff every term is (or the sum overflows: skipping then is right,
         # no useful step comes from such a gradient); it is the cheapest such reduction.
-        totals = [xp.sum(probe) for probe in probes]
+        # Half-precision probes are summed in float32, which cannot overflow on finite
+        # terms (the kernels already return float32 products for half-precision arrays).
+        totals = [
+            xp.sum(probe, dtype=xp.float32) if kernels.half(probe.dtype) else xp.sum(probe)
+            for probe in probes
+        ]
         if math.isfinite(float(sum(totals[1:], totals[0]))):
             return [True] * len(totals)
         return [math.isfinite(float(total)) for total in totals]
@@ -315,6 +342,7 @@ class MLBFGS:
             )
         return result
 
+    @exclusive
     def state_dict(self) -> dict[str, Any]:
         """A snapshot of the optimizer: a flat ``str -> array | scalar`` dict (no pickles).
 
@@ -331,6 +359,7 @@ class MLBFGS:
             state.update(encode_block(self._xp, f"block{b}.", self._blocks[b]))
         return state
 
+    @exclusive
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a ``state_dict`` (also one read back with ``numpy.load``).
 
@@ -339,31 +368,38 @@ class MLBFGS:
         the saved blocks (blocks are a property of the model, not of the world size) and
         assigns them to its ranks. ``state`` must hold every block this rank owns: on
         several ranks use :func:`mlbfgs.checkpoint.load_sharded`. Hyperparameters are this
-        optimizer's own. Everything is checked before anything changes, so a failed load
-        leaves the optimizer as it was.
+        optimizer's own. Values are checked as well as shapes (finite arrays, integer
+        counters, a valid slot order, positive curvature of every stored pair; errors name
+        the key), all before anything changes, so a failed load leaves the optimizer as
+        it was.
         """
+        self._adopt(self._read_state(state))
+
+    def _read_state(self, state: Mapping[str, Any]) -> _LoadedState:
+        """Check and decode ``state`` for this rank; changes nothing."""
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping from a state_dict, got {type(state)}")
         layouts, exchange = self.layouts, self._exchange
         try:
-            version = int(state["format_version"])
-            if self._default_blocks:
-                indices, sizes = (
-                    as_ints(state["partition.indices"]),
-                    as_ints(state["partition.sizes"]),
+            version = integer(state["format_version"], "format_version")
+            if version != FORMAT_VERSION:
+                raise ValueError(
+                    f"state['format_version'] is {version}; this mlbfgs reads version "
+                    f"{FORMAT_VERSION}"
                 )
-                starts = [sum(sizes[:k]) for k in range(len(sizes))]
-                saved = [indices[a : a + n] for a, n in zip(starts, sizes, strict=True)]
+            if self._default_blocks:
+                saved = saved_partition(state)
                 if saved != [list(layout.indices) for layout in layouts]:
                     partition = validate_partition(saved, len(self.params))
                     layouts = [BlockLayout.of(b, i, self.params) for b, i in enumerate(partition)]
                     exchange = BlockExchange(self.comm, layouts, self.params)
             for key, expected in self._structure(layouts).items():
-                if as_ints(state[key]) != as_ints(expected):
+                if as_ints(state[key], key) != as_ints(expected, key):
                     raise ValueError(
-                        f"state[{key!r}] is {as_ints(state[key])}, this optimizer has {expected}"
+                        f"state[{key!r}] is {as_ints(state[key], key)}, this optimizer has "
+                        f"{expected}"
                     )
-            step = int(state["step"])
+            step = count(state, "step")
             for b in exchange.owned:
                 if f"block{b}.history.pairs" not in state:
                     raise KeyError(
@@ -377,10 +413,11 @@ class MLBFGS:
             }
         except KeyError as missing:
             raise KeyError(f"state is missing {missing}; is it from MLBFGS.state_dict()?") from None
-        if version != FORMAT_VERSION or step < 0:
-            raise ValueError(f"state has format_version {version} and step {step}")
-        self._exchange = exchange
-        self._blocks, self._step = blocks, step
+        return _LoadedState(exchange, blocks, step)
+
+    def _adopt(self, loaded: _LoadedState) -> None:
+        """Make a checked state this optimizer's own (nothing here can fail)."""
+        self._exchange, self._blocks, self._step = loaded.exchange, loaded.blocks, loaded.step
 
     def _structure(self, layouts: Sequence[BlockLayout] | None = None) -> dict[str, Any]:
         """What a checkpoint must share with this optimizer to be loaded into it."""

@@ -26,6 +26,7 @@ from . import optimizer as engine_module
 from .comm import Communicator
 from .core import MLBFGSConfig
 from .core.config import Averaging, PairTiming, Preset, StepNorm
+from .guard import exclusive
 from .validation import check_lr
 
 __all__ = ["MLBFGS"]
@@ -179,12 +180,13 @@ class MLBFGS(torch.optim.Optimizer):
         return (engine.config if config == engine.config else config), lr, views
 
     @torch.no_grad()
+    @exclusive
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One mL-BFGS step on every group; ``closure`` re-evaluates the loss, as usual.
 
         Every group is checked and prepared (gradients, finiteness) before any group
         changes, so an error, ``NonFiniteGradientError`` included, leaves all of them as
-        they were.
+        they were. A second thread calling ``step`` meanwhile gets ``ConcurrentUseError``.
         """
         loss = None
         if closure is not None:

@@ -13,12 +13,14 @@ from array_api_compat import array_namespace, device, is_array_api_obj
 
 from .core.config import is_real
 from .core.types import Array, Namespace
+from .memory import first_overlap, write_problem
 
 LearningRate = float | Callable[[int], float]
 
 
 def check_params(params: object) -> tuple[list[Array], Namespace]:
-    """A non-empty list of floating-point arrays of one namespace; returns it and xp."""
+    """A non-empty list of writable floating-point arrays of one namespace that do not
+    share memory; returns it and xp."""
     if is_array_api_obj(params) or not isinstance(params, Sequence) or not params:
         raise TypeError("params must be a non-empty list of arrays (not a single array)")
     arrays = list(params)
@@ -36,6 +38,16 @@ def check_params(params: object) -> tuple[list[Array], Namespace]:
     for i, p in enumerate(arrays):
         if not xp.isdtype(p.dtype, "real floating"):
             raise TypeError(f"params[{i}] has dtype {p.dtype}; mL-BFGS needs real floating point")
+        problem = write_problem(p)
+        if problem is not None:  # the step would fail half-way through, when it writes
+            raise ValueError(f"params[{i}] {problem}; parameters are updated in place")
+    overlap = first_overlap(arrays)
+    if overlap is not None:  # one of the two updates of the shared elements would be lost
+        i, j = overlap
+        raise ValueError(
+            f"params[{j}] shares memory with params[{i}] (overlapping views of one buffer); "
+            "each parameter must own its elements, or one update overwrites the other"
+        )
     return arrays, xp
 
 

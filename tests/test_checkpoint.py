@@ -96,3 +96,79 @@ def test_bad_state_changes_nothing(edit, error, match) -> None:
     with pytest.raises(error, match=match):
         opt.load_state_dict(state)
     assert_unchanged(before, params, opt)
+
+
+def _poison(key: str, value: float, index: tuple[int, ...] = (0,)):
+    def edit(state):
+        array = np.array(state[key], copy=True)
+        array[index] = value
+        state[key] = array
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "match"),
+    [
+        # Non-finite arrays: each would reach the parameters or freeze its block for good.
+        *[
+            (_poison(f"block0.{key}", bad), ValueError, rf"block0\.{key}'\] holds NaN")
+            for key in (
+                "averages.theta",
+                "averages.grad",
+                "averages.snapshot_theta",
+                "averages.snapshot_grad",
+                "momentum_buffer",
+                "history.pairs",
+            )
+            for bad in (np.nan,)
+        ],
+        (_poison("block0.history.pairs", np.inf, (3, 0)), ValueError, "history.pairs'] holds"),
+        (_poison("block0.history.s_dot_y", np.nan, (0, 1)), ValueError, "s_dot_y'] holds NaN"),
+        (_poison("block0.history.y_dot_y", -np.inf, (1, 1)), ValueError, "y_dot_y'] holds NaN"),
+        # A zero or negative Gram diagonal for a stored pair (a singular preconditioner).
+        (_poison("block0.history.s_dot_y", 0.0, (1, 1)), ValueError, r"s_dot_y'\] has a diag"),
+        (_poison("block0.history.y_dot_y", -1.0, (0, 0)), ValueError, r"y_dot_y'\] has a diag"),
+        # Counters must be integers, named by their key.
+        (lambda s: s.update({"step": "abc"}), TypeError, r"state\['step'\] must be an integer"),
+        (lambda s: s.update({"step": 3.7}), ValueError, r"state\['step'\] must be an integer"),
+        (lambda s: s.update({"step": np.float64(4.0)}), ValueError, r"'step'\] must be an int"),
+        (lambda s: s.update({"step": -1}), ValueError, r"'step'\] must be >= 0"),
+        (lambda s: s.update({"block0.stats.pairs_pushed": 1.5}), ValueError, "pairs_pushed"),
+        (lambda s: s.update({"block0.stats.pairs_pushed": 1}), ValueError, "fewer than the 2"),
+        (lambda s: s.update({"block0.stats.mu": "x"}), TypeError, r"block0\.stats\.mu"),
+        (lambda s: s.update({"format_version": 2}), ValueError, "format_version'] is 2"),
+        (lambda s: s.update({"history": 2.5}), ValueError, r"'history'\] must be an integer"),
+        # The ring buffer fills slots 0..m-1: any other order breaks its next push.
+        (lambda s: s.update({"block0.history.order": [1]}), ValueError, "slot order"),
+        (lambda s: s.update({"block0.history.order": [0, 2]}), ValueError, "slot order"),
+        (lambda s: s.update({"block0.history.order": [0.0, 1.0]}), ValueError, "integer"),
+        (lambda s: s.update({"partition.sizes": [2, 2]}), ValueError, "partition.sizes"),
+        (lambda s: s.update({"partition.sizes": [3, 0]}), ValueError, "partition.sizes"),
+    ],
+)
+def test_bad_values_are_named_and_change_nothing(edit, error, match) -> None:
+    problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
+    params = problem.initial()
+    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=3, history=2)  # blocks=None: adopts
+    for t in range(1, 14):
+        opt.step(problem.gradient(t, params))
+    state = opt.state_dict()
+    assert state["block0.history.order"] == [1, 0]  # both slots taken, wrapped around
+    edit(state)
+    before = snapshot(params, opt)
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(state)
+    assert_unchanged(before, params, opt)
+
+
+def test_a_state_read_back_from_savez_passes_the_checks(tmp_path) -> None:
+    """numpy.load turns lists into arrays (an empty order into a float array)."""
+    params = [np.ones(3)]
+    opt = mlbfgs.MLBFGS(params)
+    opt.step([np.ones(3)])
+    np.savez(tmp_path / "s.npz", **opt.state_dict(), allow_pickle=False)
+    with np.load(tmp_path / "s.npz") as data:
+        assert data["block0.history.order"].dtype == np.float64
+        opt.load_state_dict(dict(data))
+    assert opt.step_count == 1

@@ -145,6 +145,7 @@ def _check_launch(reports: list[dict[str, Any]], expected: list[str]) -> None:
     ranks = len(reports)
     for report in reports:
         assert set(expected) <= set(report["passed"]), report["passed"]
+        assert report["exit_hook"], "the communicator installed no exception hook"
     total = _single_process_history_bytes()
     assert [r["history_bytes"] for r in reports] == [total // ranks] * ranks
     assert [r["owned_for_memory"] for r in reports] == [
@@ -153,13 +154,13 @@ def _check_launch(reports: list[dict[str, Any]], expected: list[str]) -> None:
 
 
 def test_mpi_on_4_ranks_equals_one_process_and_saves(mpi4: list[dict[str, Any]]) -> None:
-    _check_launch(mpi4, [*EXPECTED[:-1], "save"])
+    _check_launch(mpi4, [*EXPECTED[:-1], "save", "datatypes"])
 
 
 def test_mpi_on_2_ranks_equals_one_process_and_resumes_a_4_rank_checkpoint(
     mpi2: list[dict[str, Any]],
 ) -> None:
-    _check_launch(mpi2, [*EXPECTED, "resume"])
+    _check_launch(mpi2, [*EXPECTED, "resume", "datatypes"])
 
 
 def test_gloo_equals_one_process(gloo: list[dict[str, Any]]) -> None:
@@ -174,10 +175,11 @@ def test_4_rank_checkpoint_resumes_on_one_process(
     params = checks.resume_and_continue(SingleProcessComm(), checkpoint, checks.CHECKPOINT_STEPS[1])
     saved = np.load(checkpoint / "continued-on-4.npz")
     checks.same_bits(params, [saved[f"arr_{i}"] for i in range(len(params))], "resumed on 1")
-    files = sorted(p.name for p in checkpoint.glob("mlbfgs-rank*.npz"))
+    (folder,) = checkpoint.glob("ckpt-*")  # one committed set
+    files = sorted(p.name for p in folder.glob("mlbfgs-rank*.npz"))
     assert files == [f"mlbfgs-rank{r:05d}-of-00004.npz" for r in range(4)]
     for r, name in enumerate(files):  # each rank saved its own block, nobody the whole history
-        with np.load(checkpoint / name) as shard:
+        with np.load(folder / name) as shard:
             assert list(shard["owned_blocks"]) == [r]
             assert {key.split(".")[0] for key in shard.files if key.startswith("block")} == {
                 f"block{r}"

@@ -142,15 +142,22 @@ def test_default_blocks_adopt_a_saved_partition_explicit_blocks_do_not(tmp_path:
     assert len(strict.layouts) == 2 and strict.step_count == 0
 
 
-def test_sharded_directory_must_be_complete(tmp_path: Path) -> None:
+def test_sharded_directory_must_hold_a_committed_set(tmp_path: Path) -> None:
     opt = mlbfgs.MLBFGS(params())
-    with pytest.raises(FileNotFoundError, match="mlbfgs-rank"):
+    with pytest.raises(FileNotFoundError, match="no committed checkpoint"):
         load_sharded(opt, tmp_path)
-    save_sharded(opt, tmp_path)
-    (tmp_path / "mlbfgs-rank00003-of-00004.npz").write_bytes(b"")
-    save_sharded(opt, tmp_path)  # removes the stale file of another world size
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlbfgs-rank00000-of-00001.npz"]
-    assert int(ShardedState(tmp_path)["step"]) == 0
+    (tmp_path / "ckpt-000005-step000000009").mkdir()  # a save that never committed
+    with pytest.raises(FileNotFoundError, match="ckpt-000005-step000000009"):
+        load_sharded(opt, tmp_path)
+    folder = save_sharded(opt, tmp_path)  # removes the uncommitted set
+    assert folder.name == "ckpt-000006-step000000000"
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json",
+        "mlbfgs-rank00000-of-00001.npz",
+    ]
+    assert int(ShardedState(folder)["step"]) == 0
+    assert load_sharded(opt, tmp_path) == load_sharded(opt, folder) == folder
 
 
 def test_single_process_collectives_are_identities() -> None:

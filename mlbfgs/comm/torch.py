@@ -8,10 +8,12 @@ viewed as tensors without copies (``torch.from_numpy`` / DLPack).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from ..core.types import Array
+from ._exit import end_job_on_uncaught_exception
 from .base import displacements
 
 
@@ -32,9 +34,15 @@ class TorchComm:
 
     The process group must already be initialised (``torch.distributed.init_process_group``);
     with NCCL each rank must have selected its GPU (``torch.cuda.set_device``).
+
+    ``exit_on_exception`` (default) makes an uncaught exception on this rank print its
+    traceback and then end this process at once (``os._exit(1)``, skipping an interpreter
+    teardown that can wait on the process group): the other ranks' pending collectives
+    then fail (gloo, at once) or time out (NCCL), and ``torchrun`` stops every worker as
+    soon as one exits. Pass ``False`` to keep Python's own handling.
     """
 
-    def __init__(self, group: Any = None) -> None:
+    def __init__(self, group: Any = None, exit_on_exception: bool = True) -> None:
         import torch.distributed as dist
 
         if not dist.is_available() or not dist.is_initialized():
@@ -42,6 +50,8 @@ class TorchComm:
                 "TorchComm needs an initialised process group: call "
                 "torch.distributed.init_process_group(...) first"
             )
+        if exit_on_exception:
+            end_job_on_uncaught_exception("os._exit(1) ends this rank", lambda: os._exit(1))
         self._dist = dist
         self._group = group
         # torch 2.13 renamed the single-tensor collectives; older releases have the old names.

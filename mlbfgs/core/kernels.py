@@ -4,6 +4,12 @@ The core calls these through a :class:`Kernels` object so that a backend can rep
 of them with a fused fast path (``mlbfgs.backends``) while this generic version, written
 only against the array API standard, stays the reference every fast path is tested
 against.
+
+Inner products of half-precision vectors (float16, bfloat16) accumulate and return in
+float32: float16 overflows at 65504 and underflows below 6e-8, so ``g^T g`` of a hundred
+entries of 30, or ``s^T y`` of two small differences, would otherwise become inf or 0 and
+skip a finite step, reject a good pair, or put a zero on the diagonal of a Gram matrix.
+The vectors are converted in slices, so the extra memory stays bounded (``_SLICE``).
 """
 
 from __future__ import annotations
@@ -12,12 +18,33 @@ from collections.abc import Sequence
 
 from .types import Array, Namespace
 
+_SLICE = 1 << 24
+"""Float32 elements converted at a time by the half-precision products (64 MiB)."""
+
+
+def is_half(xp: Namespace, dtype: object) -> bool:
+    """Whether ``dtype`` has fewer than 32 bits (float16, bfloat16)."""
+    return int(xp.finfo(dtype).bits) < 32
+
+
+def accumulation_dtype(xp: Namespace, dtype: object) -> object:
+    """The dtype products with vectors of ``dtype`` accumulate in: float32 for half."""
+    return xp.float32 if is_half(xp, dtype) else dtype
+
 
 class Kernels:
     """Generic array-API implementations of the hot-path operations."""
 
     def __init__(self, xp: Namespace) -> None:
         self.xp = xp
+        self._half: dict[object, bool] = {}
+
+    def half(self, dtype: object) -> bool:
+        """:func:`is_half`, remembered per dtype (the check runs on the hot path)."""
+        known = self._half.get(dtype)
+        if known is None:
+            known = self._half[dtype] = is_half(self.xp, dtype)
+        return known
 
     def lerp_(self, average: Array, x: Array, weight: float) -> None:
         """In place: ``average <- (1 - weight) * average + weight * x``."""
@@ -41,13 +68,41 @@ class Kernels:
         buffer += direction
 
     def project(self, pairs: Array, g: Array) -> Array:
-        """``pairs @ g``: the 2M inner products of g with every stored s and y_hat."""
+        """``pairs @ g``: the 2M inner products of g with every stored s and y_hat
+        (float32 for half-precision arrays)."""
+        if self.half(g.dtype):
+            return self._project_wide(pairs, g)
         return self.xp.matmul(pairs, g)
 
+    def _project_wide(self, pairs: Array, g: Array) -> Array:
+        """``pairs @ g`` accumulated in float32, converting a slice of columns at a time."""
+        xp, wide = self.xp, self.xp.float32
+        total = None
+        for part in _slices(pairs, g):
+            product = xp.matmul(xp.astype(pairs[:, part], wide), xp.astype(g[part], wide))
+            total = product if total is None else total + product
+        return total
+
     def combine(self, pairs: Array, coefficients: Array, gamma: float, g: Array) -> Array:
-        """``gamma * g + pairs^T @ coefficients``: the second product of the compact form."""
+        """``gamma * g + pairs^T @ coefficients``: the second product of the compact form.
+
+        Half-precision pairs take float32 ``coefficients`` (which may exceed the half
+        range) and the sum is formed in float32, one slice at a time.
+        """
+        if self.half(g.dtype):
+            return self._combine_wide(pairs, coefficients, gamma, g)
         out = self.xp.matmul(coefficients, pairs)
         out += gamma * g
+        return out
+
+    def _combine_wide(self, pairs: Array, coefficients: Array, gamma: float, g: Array) -> Array:
+        xp, wide = self.xp, self.xp.float32
+        c = xp.astype(coefficients, wide)
+        out = xp.empty_like(g)
+        for part in _slices(pairs, g):
+            total = xp.matmul(c, xp.astype(pairs[:, part], wide))
+            total += gamma * xp.astype(g[part], wide)
+            out[part] = xp.astype(total, g.dtype)
         return out
 
     def descend(self, theta: Array, direction: Array, lr: float) -> Array:
@@ -55,5 +110,15 @@ class Kernels:
         return theta - lr * direction
 
     def dot(self, x: Array, y: Array) -> Array:
-        """``x^T y`` of two vectors as a 0-d array (non-finite if either holds NaN or inf)."""
+        """``x^T y`` of two vectors as a 0-d array (non-finite if either holds NaN or inf;
+        float32 for half-precision vectors)."""
+        if self.half(x.dtype):
+            return self._project_wide(self.xp.reshape(x, (1, -1)), y)[0]
         return self.xp.vecdot(x, y)
+
+
+def _slices(pairs: Array, g: Array) -> list[slice]:
+    """Column slices of ``pairs`` of at most ``_SLICE`` elements each (at least one)."""
+    n, rows = int(g.shape[0]), max(1, int(pairs.shape[0]))
+    width = max(1, _SLICE // rows)
+    return [slice(start, start + width) for start in range(0, max(n, 1), width)]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from array_api_compat import device
 
 from .history import CurvatureHistory
-from .kernels import Kernels
+from .kernels import Kernels, accumulation_dtype
 from .types import Array, Namespace
 
 
@@ -71,6 +71,8 @@ def precondition(
     """``H g``, given ``projection = history.pairs @ g`` (the first of the two products)."""
     xp = kernels.xp
     coefficients = xp.matmul(form.middle, xp.astype(projection, xp.float64))
-    # Back to the parameters' dtype before touching the history: a float64 vector times a
+    # Back to the parameters' dtype (float32 for half precision, whose range the
+    # coefficients may exceed) before touching the history: a float64 vector times a
     # float32 buffer would silently make a float64 copy of the whole buffer.
-    return kernels.combine(history.pairs, xp.astype(coefficients, g.dtype), form.gamma, g)
+    narrow = xp.astype(coefficients, accumulation_dtype(xp, g.dtype))
+    return kernels.combine(history.pairs, narrow, form.gamma, g)
