@@ -191,3 +191,17 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "demo" in capsys.readouterr().out
+
+
+def test_a_diverged_run_ends_in_an_x_where_it_diverged() -> None:
+    from mlbfgs.cli.common import plot_run, pyplot
+
+    fig, ax = pyplot().subplots()
+    plot_run(ax, [0, 10, 20, 30], [2.0, 1.0, 5.0, float("nan")], "L-BFGS")
+    plot_run(ax, [0, 10, 20, 30], [2.0, 1.0, 0.5, 0.2], "SGD")
+    curve, marker, finished = ax.get_lines()
+    assert curve.get_label() == "L-BFGS (x: diverged)" and list(curve.get_xdata()) == [0, 10, 20]
+    assert marker.get_marker() == "x" and list(marker.get_xdata()) == [30]
+    assert marker.get_color() == curve.get_color()
+    assert finished.get_label() == "SGD" and len(finished.get_xdata()) == 4
+    pyplot().close(fig)

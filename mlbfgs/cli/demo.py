@@ -210,9 +210,13 @@ def plot(curves: list[Any], target: float, path: Path, title: str) -> Path:
     for curve in curves:
         plot_run(axes[0], curve.iterations, curve.loss, curve.label)
         plot_run(axes[1], curve.seconds, curve.loss, curve.label)
+    # A diverging run can reach 1e10 before it turns non-finite; the others must stay
+    # readable, so the axes end a little above the starting loss and it leaves at the top.
+    top = 3 * max(curve.loss[0] for curve in curves)
     for ax, xlabel in zip(axes, ("iteration", "training seconds"), strict=True):
         ax.axhline(target, color="grey", linestyle=":", linewidth=1.5, label=f"target {target:g}")
         ax.set_yscale("log")
+        ax.set_ylim(top=top)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("training loss (whole training set)")
         ax.grid(alpha=0.3)
