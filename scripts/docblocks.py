@@ -17,8 +17,9 @@ by ``./scripts/results`` and never compared.
 Usage (through ``./scripts/results``, which uses the project's .venv):
     ./scripts/results                 re-run every block and rewrite it in place
     ./scripts/results --only fig1     only blocks whose command contains "fig1" (repeatable)
-    ./scripts/results --check         re-run the deterministic blocks, rewrite nothing,
-                                      exit 1 if one differs
+    ./scripts/results --check         re-run the deterministic blocks, rewrite no block,
+                                      exit 1 if one differs (the commands still write
+                                      their plots, which come out the same)
 """
 
 from __future__ import annotations
