@@ -148,7 +148,7 @@ def test_mpirun_uses_the_venv_python_on_every_rank() -> None:
 
 PENDING_DESIGN_REFERENCES = {
     # Files owned by parallel branches; the lead replaces their "DESIGN.md" with
-    # "docs/design.md" when merging, and then removes them from this set.
+    # "docs/design.md" when merging, and then empties this set.
     "mlbfgs/torch.py",
     "mlbfgs/optimizer.py",
     "mlbfgs/core/algorithm.py",
@@ -168,6 +168,4 @@ def test_design_references_point_into_the_repository() -> None:
     citing = {f for f in listed if "DESIGN.md" in (ROOT / f).read_text(errors="ignore")}
     citing.discard("tests/test_docs_commands.py")
     assert citing <= PENDING_DESIGN_REFERENCES, "cite docs/design.md instead"
-    stale = PENDING_DESIGN_REFERENCES - citing
-    assert not stale, f"no longer cite DESIGN.md, drop them from the set: {sorted(stale)}"
     assert (ROOT / "docs" / "design.md").is_file()

@@ -64,8 +64,8 @@ def plain(doc: str | None) -> str:
     return re.sub(r"`+", "", re.sub(r":[a-z]+:`([^`]*)`", r"\1", doc or ""))
 
 
-def writable_folder(path: str) -> Path:
-    """Create ``path`` if needed and prove that a file can be written in it."""
+def out_dir(path: str) -> Path:
+    """The output folder: created if needed, and proved writable (checks call it first)."""
     directory = Path(path)
     try:
         directory.mkdir(parents=True, exist_ok=True)

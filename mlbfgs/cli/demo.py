@@ -20,6 +20,7 @@ from .common import (
     add_common,
     fraction,
     nonnegative_int,
+    out_dir,
     plain,
     plot_run,
     positive_float,
@@ -29,7 +30,6 @@ from .common import (
     require_all,
     save,
     table,
-    writable_folder,
 )
 
 DEFAULTS = {"iterations": 400, "batch_size": 64, "target": 0.1, "eval_every": 10}
@@ -89,7 +89,7 @@ def check(args: argparse.Namespace) -> None:
     elif not Path(args.data_dir).is_dir():
         raise ValueError(f"--data-dir {args.data_dir}: no such folder")
     require_all(modules)
-    writable_folder(args.out)
+    out_dir(args.out)
 
 
 def _specs(args: argparse.Namespace) -> list[Any]:

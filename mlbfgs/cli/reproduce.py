@@ -18,6 +18,7 @@ import numpy as np
 from .common import (
     add_common,
     nonnegative_float,
+    out_dir,
     plain,
     plot_run,
     positive_float,
@@ -27,7 +28,6 @@ from .common import (
     require_all,
     save,
     table,
-    writable_folder,
 )
 
 
@@ -43,14 +43,17 @@ def add_parser(sub: Any) -> None:
     add_ablation(figures)
 
 
-def _leaf(figures: Any, name: str, run: Any, needs: list[str], help: str) -> Any:
-    """A figure's own parser: its flags only, checked (packages, --out) before it runs."""
+def _leaf(
+    figures: Any, name: str, run: Any, needs: list[str], help: str, doc: str | None = None
+) -> Any:
+    """A figure's own parser (its flags only), whose packages and --out are checked before
+    ``run``; the description is ``doc``, or ``run``'s docstring."""
 
     def check(args: argparse.Namespace) -> None:
         require_all(needs)
-        writable_folder(args.out)
+        out_dir(args.out)
 
-    parser = figures.add_parser(name, help=help, description=plain(run.__doc__))
+    parser = figures.add_parser(name, help=help, description=plain(doc or run.__doc__))
     add_common(parser, "tiny run for tests")
     parser.set_defaults(run=run, check=check, parser=parser)
     return parser
