@@ -24,10 +24,11 @@ TARGET = (2_000_000, 10)
 COPY_BYTES = 256 << 20
 COST = """
 Cost, measured with /usr/bin/time -v on the project's 2-core machine while other jobs
-kept its load average at 6-8: the defaults took {full} and peaked at {full_rss} resident
-(part (1) at n = 1e7, M = 20 holds a 1.6 GB history); --max-n 2e6 took {mid} and
-{mid_rss}; --quick {quick} and {quick_rss}. Before it starts, part (1) checks that its
-memory estimate fits in what the machine has available.
+shared it: the defaults took 2 min 50 s (load average 3) to 4 min 10 s (load 7) and
+peaked at 2.6 GB resident (part (1) at n = 1e7, M = 20 holds a 1.6 GB history);
+--max-n 2e6 took 3 min 40 s and 1.2 GB, --quick 9 s and 0.4 GB (both at load 6).
+Before it starts, part (1) checks that its memory estimate fits in what the machine
+has available.
 """
 
 
@@ -35,7 +36,7 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "bench",
         help="preconditioner vs two-loop vs bandwidth; iteration vs SGD; memory vs 2Mn",
-        description=plain(__doc__) + COST.format(**MEASURED),
+        description=plain(__doc__) + COST,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -56,16 +57,6 @@ def add_parser(sub: Any) -> None:
     )
     add_common(parser, "tiny sizes, a few seconds (for tests)", out=False)
     parser.set_defaults(run=run, check=check, parser=parser)
-
-
-MEASURED = {
-    "full": "4 min 10 s",
-    "full_rss": "2.6 GB",
-    "mid": "3 min 40 s",
-    "mid_rss": "1.2 GB",
-    "quick": "9 s",
-    "quick_rss": "0.4 GB",
-}
 
 
 def parts(text: str) -> frozenset[str]:
