@@ -1,8 +1,8 @@
 """Trace mu, tau and gamma of mL-BFGS while it trains the demo CNN on digits.
 
-Run: ``python benchmarks/curvature_trace.py [lr] [update_every] [hessian_momentum]
+Run: ``.venv/bin/python benchmarks/curvature_trace.py [lr] [update_every] [hessian_momentum]
 [sigma_low]`` (defaults 0.05 5 0.999 0.01: the paper's damping with a short T). Prints,
-every 5 steps, the mini-batch loss, the gradient norm and ``MLBFGS.stats()`` of the block:
+every 10 steps, the mini-batch loss, the gradient norm and ``MLBFGS.stats()`` of the block:
 the curvature ratio ``mu = s^T y / s^T s`` of the newest pair, its damping ``tau`` and
 ``gamma`` (the scale of ``H_0``). Used in docs/results.md to explain the demo.
 """
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
         norm = math.sqrt(sum(float(p.grad.square().sum()) for p in params if p.grad is not None))
         opt.step([p.grad for p in params])
         stats = opt.stats()[0]
-        if t % 5 == 0:
+        if t % 10 == 0:
             print(
                 f"{t:4d} loss {float(loss.detach()):.4f} |g| {norm:.3f} mu {stats['mu']:.4g} "
                 f"tau {stats['tau']:.3g} gamma {stats['gamma']:.4g} pairs {stats['pairs_stored']}"

@@ -1,6 +1,7 @@
 """Distributed mL-BFGS on this machine: memory, traffic and step time for p = 1, 2, 4.
 
-    python benchmarks/distributed.py [--ranks 1 2 4] [--tensors 8] [--side 256] [--steps 40]
+    .venv/bin/python benchmarks/distributed.py [--ranks 1 2 4] [--tensors 8] [--side 256]
+        [--steps 40]
 
 Launches itself with the virtual environment's ``mpiexec`` once per p. The model is
 ``--tensors`` float32 matrices of ``side x side`` in as many curvature blocks, so every p

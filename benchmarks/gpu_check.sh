@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for the torch-cuda and CuPy backends: ONE command on a CUDA machine.
 #
-#   benchmarks/gpu_check.sh            # uses `python` on PATH (or $PYTHON)
+#   benchmarks/gpu_check.sh            # uses .venv/bin/python if there, else `python`
+#                                      # on PATH; $PYTHON overrides both
 #
 # NOT RUN during development: the machine these backends were written on has no GPU, so
 # every torch-cuda / CuPy test there skips. On a GPU machine this script
@@ -12,7 +13,10 @@
 # CuPy must be installed to match the CUDA version (e.g. `pip install cupy-cuda12x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
+if [[ -z "${PYTHON:-}" ]]; then
+    PYTHON=python
+    [[ -x .venv/bin/python ]] && PYTHON=.venv/bin/python
+fi
 
 "$PYTHON" - <<'PY'
 import torch

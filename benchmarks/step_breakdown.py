@@ -1,6 +1,6 @@
 """Where one mL-BFGS step's time goes on the demo CNN (torch, CPU), piece by piece.
 
-Run: ``python benchmarks/step_breakdown.py``. Times each piece of ``MLBFGS.step`` in
+Run: ``.venv/bin/python benchmarks/step_breakdown.py``. Times each piece of ``MLBFGS.step`` in
 isolation (best of several thousand calls) next to a whole step and a torch SGD step,
 after the history is full, with the paper's T = 50 so the per-pair work is negligible.
 """

@@ -5,7 +5,7 @@ backward by hand) on scikit-learn's bundled digits (1,797 real 8x8 images) with 
 optimizer, the same mini-batches and the same cosine learning-rate
 schedule, and prints a table. Runs in seconds on a CPU:
 
-    python examples/numpy_mlp.py [--epochs 30] [--seed 0]
+    .venv/bin/python examples/numpy_mlp.py [--epochs 30] [--seed 0]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ in the paper. Clipping matters here: with batches of 64 the curvature pairs are 
 an occasional large ``H g`` step can otherwise throw the small network off. Runs in
 seconds on a CPU::
 
-    python examples/torch_cnn.py --epochs 12
+    .venv/bin/python examples/torch_cnn.py --epochs 12
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The distributed plumbing of ``MLBFGS.step``: which blocks are mine, and how data moves.
 
 Every step costs at most two collectives, whatever the number of blocks or tensors
-(DESIGN.md section 5): with ``average_grads`` one reduce-scatter leaves each rank the
+(docs/design.md section 5): with ``average_grads`` one reduce-scatter leaves each rank the
 mean gradient of its own blocks, and after the update one all-gather writes every
 block's new parameters into every rank's parameters. Both work on one flat vector that
 holds the blocks in block order, so a rank's contiguous run of blocks is one segment.

@@ -4,7 +4,7 @@ It owns no mathematics: it checks inputs, gathers each curvature block into flat
 vectors, certifies the gradients finite, calls :func:`mlbfgs.core.algorithm_1` for the
 blocks this process owns, and writes the results back into the caller's arrays. On
 several ranks :class:`mlbfgs.distributed.BlockExchange` moves the data (one
-reduce-scatter and one all-gather per step; DESIGN.md section 5).
+reduce-scatter and one all-gather per step; docs/design.md section 5).
 """
 
 from __future__ import annotations

@@ -74,12 +74,11 @@ def test_demo_reads_a_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_demo_bad_input_names_the_argument(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert main(["demo", "--quick", "--data", "nope", "--out", str(tmp_path)]) == 2
-    assert "data must be one of" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--quick", "--iterations", "0", "--out", str(tmp_path)])
-    assert exit_info.value.code == 2
-    assert "argument --iterations: must be >= 1" in capsys.readouterr().err
+    for bad in (["--data", "nope"], ["--iterations", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", "--quick", *bad, "--out", str(tmp_path)])
+        assert exit_info.value.code == 2
+        assert f"argument {bad[0]}: " in capsys.readouterr().err
     assert not (tmp_path / "demo.png").exists()
 
 
@@ -134,8 +133,9 @@ def test_bench_quick(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_rejects_unknown_parts(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--quick", "--parts", "4"]) == 2
-    assert "--parts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--quick", "--parts", "4"])
+    assert "argument --parts: must list some of 1, 2, 3" in capsys.readouterr().err
 
 
 def test_info(capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,3 +191,17 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "demo" in capsys.readouterr().out
+
+
+def test_a_diverged_run_ends_in_an_x_where_it_diverged() -> None:
+    from mlbfgs.cli.common import plot_run, pyplot
+
+    fig, ax = pyplot().subplots()
+    plot_run(ax, [0, 10, 20, 30], [2.0, 1.0, 5.0, float("nan")], "L-BFGS")
+    plot_run(ax, [0, 10, 20, 30], [2.0, 1.0, 0.5, 0.2], "SGD")
+    curve, marker, finished = ax.get_lines()
+    assert curve.get_label() == "L-BFGS (x: diverged)" and list(curve.get_xdata()) == [0, 10, 20]
+    assert marker.get_marker() == "x" and list(marker.get_xdata()) == [30]
+    assert marker.get_color() == curve.get_color()
+    assert finished.get_label() == "SGD" and len(finished.get_xdata()) == 4
+    pyplot().close(fig)

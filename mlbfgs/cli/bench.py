@@ -16,33 +16,114 @@ import statistics
 from dataclasses import replace
 from typing import Any
 
-from .common import add_common, positive_int, progress, table
+from .common import add_common, plain, positive_int, progress, require_all, table
 
 FULL_SIZES = [100_000, 1_000_000, 2_000_000, 10_000_000]
 FULL_HISTORIES = [5, 10, 20]
 TARGET = (2_000_000, 10)
+COPY_BYTES = 256 << 20
+COST = """
+Cost, measured with /usr/bin/time -v on the project's 2-core machine while other jobs
+shared it: the defaults took 2 min 50 s (load average 3) to 4 min 10 s (load 7) and
+peaked at 2.6 GB resident (part (1) at n = 1e7, M = 20 holds a 1.6 GB history);
+--max-n 2e6 took 3 min 40 s and 1.2 GB, --quick 9 s and 0.4 GB (both at load 6).
+Before it starts, part (1) checks that its memory estimate fits in what the machine
+has available.
+"""
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "bench",
         help="preconditioner vs two-loop vs bandwidth; iteration vs SGD; memory vs 2Mn",
-        description=__doc__,
+        description=plain(__doc__) + COST,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--parts", default="1,2,3", help="which parts to run, e.g. 1,3 (default 1,2,3)"
+        "--parts", type=parts, default="1,2,3", help="which parts to run, e.g. 1,3 (1,2,3)"
     )
-    parser.add_argument("--max-n", type=float, default=1e7, help="largest n in part (1)")
+    parser.add_argument(
+        "--max-n", type=max_n, default=1e7, help="largest n in part (1), >= 1e5 (1e7)"
+    )
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads in part (2)")
     parser.add_argument(
         "--blas-threads", type=positive_int, help="limit BLAS threads (threadpoolctl)"
     )
     parser.add_argument(
-        "--batch-sizes", default="64,256", help="part (2); the first is the target's (64)"
+        "--batch-sizes",
+        type=batch_sizes,
+        default="64,256",
+        help="part (2); the first is the target's (64,256)",
     )
-    add_common(parser, "tiny sizes for tests")
-    parser.set_defaults(run=run)
+    add_common(parser, "tiny sizes, a few seconds (for tests)", out=False)
+    parser.set_defaults(run=run, check=check, parser=parser)
+
+
+def parts(text: str) -> frozenset[str]:
+    """argparse type for --parts: a comma-separated subset of 1, 2, 3."""
+    chosen = frozenset(p.strip() for p in text.split(",") if p.strip())
+    if not chosen or not chosen <= {"1", "2", "3"}:
+        raise argparse.ArgumentTypeError(f"must list some of 1, 2, 3, got {text!r}")
+    return chosen
+
+
+def max_n(text: str) -> float:
+    """argparse type for --max-n: at least the smallest size of part (1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value >= FULL_SIZES[0]:
+        raise argparse.ArgumentTypeError(f"must be a number >= 1e5, got {text!r}")
+    return value
+
+
+def batch_sizes(text: str) -> list[int]:
+    """argparse type for --batch-sizes: comma-separated integers >= 1."""
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"must be integers >= 1 like 64,256, got {text!r}")
+    return sizes
+
+
+def part1_bytes(largest_n: float, quick: bool) -> int:
+    """Part (1)'s peak: the largest (2M, n) float32 history, the copy probe's two buffers
+    and a few n-vectors."""
+    if quick:
+        return 0
+    n = max(size for size in FULL_SIZES if size <= largest_n)
+    return 8 * max(FULL_HISTORIES) * n + 2 * COPY_BYTES + 16 * n
+
+
+def available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check(args: argparse.Namespace) -> None:
+    """Packages, and part (1)'s memory against what the machine has free, before any work."""
+    needs = ["tqdm"]
+    if "2" in args.parts:
+        needs += ["torch", "sklearn.datasets"]
+    if args.blas_threads is not None:
+        needs.append("threadpoolctl")
+    require_all(needs)
+    need, free = part1_bytes(args.max_n, args.quick), available_bytes()
+    if "1" in args.parts and free is not None and need > free:
+        raise ValueError(
+            f"part (1) with --max-n {int(args.max_n):,} needs about {need / 1e9:.1f} GB, but only "
+            f"{free / 1e9:.1f} GB are available; use a smaller --max-n"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,14 +136,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not parts or not parts <= {"1", "2", "3"}:
-        raise ValueError(f"--parts must list some of 1, 2, 3; got {args.parts!r}")
-    if "1" in parts:
+    if "1" in args.parts:
         preconditioner(args)
-    if "2" in parts:
+    if "2" in args.parts:
         iteration(args)
-    if "3" in parts:
+    if "3" in args.parts:
         memory(args)
     return 0
 
@@ -72,7 +150,7 @@ def preconditioner(args: argparse.Namespace) -> None:
 
     sizes = [1_000, 20_000] if args.quick else [n for n in FULL_SIZES if n <= args.max_n]
     histories = [2, 5] if args.quick else FULL_HISTORIES
-    probe = CopyProbe(4 << 20 if args.quick else 256 << 20)
+    probe = CopyProbe(4 << 20 if args.quick else COPY_BYTES)
     print(
         f"(1) preconditioner H g, float32; bytes = 4 M n 4; copy = np.copyto of "
         f"{probe.src.nbytes >> 20} MiB (read + write), timed in turn; {_environment()}"
@@ -149,7 +227,7 @@ def iteration(args: argparse.Namespace) -> None:
     if not args.quick:
         warmup = max(warmup, 2 * 50 + 1)  # the T=50 variant has its first pair at t = 100
     rounds, per_round = (3, 3) if args.quick else (15, 40)
-    batches = [16] if args.quick else [int(b) for b in args.batch_sizes.split(",")]
+    batches = [16] if args.quick else args.batch_sizes
     params = parameter_count(seeded_model(dataset.image_shape, dataset.classes, 0))
     print(
         f"(2) whole iteration (forward, backward, step), demo CNN ({params} parameters) on "

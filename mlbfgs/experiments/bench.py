@@ -50,14 +50,18 @@ class CopyProbe:
 
 
 def filled_history(n: int, m: int, dtype: type, seed: int = 0) -> CurvatureHistory:
-    """M pairs with positive curvature (``y = D s + noise``) and their Gram matrices."""
+    """M pairs with positive curvature (``y = D s + noise``) and their Gram matrices.
+
+    Filled row by row in place, so the peak is the ``(2M, n)`` buffer plus one row.
+    """
     rng = np.random.default_rng(seed)
-    s: np.ndarray = rng.standard_normal((m, n), dtype=np.float32).astype(dtype, copy=False)
+    pairs: np.ndarray = np.empty((2 * m, n), dtype=dtype)
+    for i in range(m):
+        pairs[i] = rng.standard_normal(n, dtype=np.float32)
     diag: np.ndarray = rng.uniform(0.5, 2.0, n).astype(dtype)
-    y = s * diag
-    y += 0.1 * rng.standard_normal((m, n), dtype=np.float32).astype(dtype, copy=False)
-    pairs = np.concatenate([s, y])
-    del s, y
+    for i in range(m):
+        np.multiply(pairs[i], diag, out=pairs[m + i])
+        pairs[m + i] += 0.1 * rng.standard_normal(n, dtype=np.float32).astype(dtype, copy=False)
     s_view, y_view = pairs[:m], pairs[m:]
     return CurvatureHistory(
         pairs=pairs,
