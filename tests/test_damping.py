@@ -58,3 +58,18 @@ def test_damping_tau_cases(mu: float, expected: float) -> None:
 def test_damp_rejects_zero_s() -> None:
     with pytest.raises(ValueError, match="non-zero"):
         damp(np.zeros(3), np.ones(3), 0.99, 0.01, 1.5)
+
+
+def test_pair_whose_damped_y_underflows_is_rejected() -> None:
+    """float16: s = 2^-24 and y = -3 s give mu = -3, tau = 0.2475 and a damped curvature of
+    0.01, but y_hat = tau y + (1 - tau) s rounds to -2^-24 + 2^-24 = 0; gamma = s^T y_hat /
+    y_hat^T y_hat would not exist, so the pair must be rejected rather than pushed."""
+    from mlbfgs.backends import kernels_for
+    from mlbfgs.core import prepare_pair
+
+    s = np.full(4, 2.0**-24, dtype=np.float16)
+    outcome = prepare_pair(
+        kernels_for(np), s, -3 * s, damping=True, tau0=0.99, sigma_low=0.01, sigma_high=1.5
+    )
+    assert outcome.mu == -3.0
+    assert not outcome.accepted

@@ -77,7 +77,9 @@ def prepare_pair(
     # this rejects non-positive pairs when undamped (ablations) or with sigma_low = 0.
     if curvature <= float(kernels.xp.finfo(s.dtype).eps):
         return CurvatureOutcome(None, None, mu, tau)
-    # gamma = s^T y_hat / y_hat^T y_hat must exist: y_hat^T y_hat finite (it is > 0 here).
-    if not math.isfinite(float(kernels.dot(y_hat, y_hat))):
+    # gamma = s^T y_hat / y_hat^T y_hat must exist: y_hat^T y_hat finite and > 0. It is > 0
+    # in exact arithmetic here, but in half precision y_hat may underflow to zero.
+    y_dot_y = float(kernels.dot(y_hat, y_hat))
+    if not (math.isfinite(y_dot_y) and y_dot_y > 0.0):
         return CurvatureOutcome(None, None, mu, tau)
     return CurvatureOutcome(s, y_hat, mu, tau)
