@@ -71,11 +71,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--comm", choices=["mpi", "torch"], default="mpi")
     parser.add_argument("--data", choices=["digits", "mnist"], default="digits")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=128, help="global mini-batch size")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--depth", type=int, default=2, help="hidden layers")
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--blocks", type=int, default=None, help="default: one per rank")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -98,13 +98,7 @@ def main() -> None:
         weights,
         lr=cosine(args.lr, total_steps),
         comm=comm,
-        blocks=args.blocks,
-        # A run of a few hundred steps needs pairs sooner than the paper's T = 50 and
-        # beta = 0.999; sigma_low = 0.1 caps how far H may stretch a flat direction.
-        history=10,
-        update_every=10,
-        hessian_momentum=0.99,
-        sigma_low=0.1,
+        blocks=args.blocks,  # everything else: the library's defaults
     )
     x_test_t = torch.from_numpy(x_test).to(device)
     y_test_t = torch.from_numpy(y_test).to(device)

@@ -29,7 +29,8 @@ def test_numpy_mlp_example_prints_a_table() -> None:
     lines = result.stdout.strip().splitlines()
     assert lines[1].startswith("optimizer")
     rows = {line.split("  ")[0].strip(): line.split() for line in lines[2:]}
-    assert set(rows) == {"SGD lr 0.1", "SGD lr 0.3", "mL-BFGS"}
-    assert float(rows["mL-BFGS"][-3]) < 1.0  # final training loss, from log(10) = 2.3
+    assert set(rows) == {"SGD lr 0.1", "SGD lr 0.3", "mL-BFGS lr 0.1", "mL-BFGS lr 0.3"}
+    for name in ("mL-BFGS lr 0.1", "mL-BFGS lr 0.3"):
+        assert float(rows[name][-3]) < 1.0  # final training loss, from log(10) = 2.3
     source = (ROOT / "examples" / "numpy_mlp.py").read_text()
     assert "import torch" not in source
