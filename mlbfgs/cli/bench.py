@@ -209,6 +209,7 @@ def _environment() -> str:
 def iteration(args: argparse.Namespace) -> None:
     import torch
 
+    from ..core import MLBFGSConfig
     from ..data import load
     from ..experiments.models import parameter_count, seeded_model
     from ..experiments.training import recommended_specs, time_iterations
@@ -216,16 +217,12 @@ def iteration(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     dataset = load("digits")
     sgd_spec, demo_spec = [s for s in recommended_specs() if s.label in ("SGD", "mL-BFGS")][::-1]
-    paper_spec = replace(
-        demo_spec,
-        label="mL-BFGS T=50",
-        options={**demo_spec.options, "update_every": 50, "warmup": 2},
-    )
-    specs = [sgd_spec, demo_spec, paper_spec]
+    if args.quick:
+        demo_spec = replace(demo_spec, options={**demo_spec.options, "update_every": 2})
+    specs = [sgd_spec, demo_spec]
     # Enough steps to fill the history, so the timed steps precondition with M pairs.
-    warmup = (int(demo_spec.options["history"]) + 3) * int(demo_spec.options["update_every"])
-    if not args.quick:
-        warmup = max(warmup, 2 * 50 + 1)  # the T=50 variant has its first pair at t = 100
+    config = MLBFGSConfig(**demo_spec.options)
+    warmup = (config.history + 3) * config.update_every
     rounds, per_round = (3, 3) if args.quick else (15, 40)
     batches = [16] if args.quick else args.batch_sizes
     params = parameter_count(seeded_model(dataset.image_shape, dataset.classes, 0))

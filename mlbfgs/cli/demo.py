@@ -34,7 +34,7 @@ from .common import (
 
 DEFAULTS = {"iterations": 400, "batch_size": 64, "target": 0.1, "eval_every": 10}
 QUICK = {"iterations": 12, "batch_size": 32, "target": 2.25, "eval_every": 4}
-LADDER = (1.0, 0.3, 0.1, 0.03, 0.01)
+LADDER = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 QUICK_UPDATE_EVERY = 2  # so that the quick run preconditions after its 2T warm-up steps
 
 

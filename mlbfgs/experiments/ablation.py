@@ -22,11 +22,12 @@ from .numpy_mlp import NumpyMLP
 from .schedule import batch_order, cosine
 
 Array = npt.NDArray[np.float32]
+PAPER = {"preset": "paper"}  # the figure ablates Algorithm 1 as the paper writes it
 VARIANTS: dict[str, dict[str, Any]] = {
-    "full (momentum + damping)": {"damping": True},
-    "momentum only": {"damping": False},
-    "damping only": {"damping": True, "hessian_momentum": 0.0},
-    "neither (vanilla)": {"damping": False, "hessian_momentum": 0.0},
+    "full (momentum + damping)": {**PAPER, "damping": True},
+    "momentum only": {**PAPER, "damping": False},
+    "damping only": {**PAPER, "damping": True, "hessian_momentum": 0.0},
+    "neither (vanilla)": {**PAPER, "damping": False, "hessian_momentum": 0.0},
 }
 
 

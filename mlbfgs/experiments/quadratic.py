@@ -60,6 +60,7 @@ def _lbfgs(setup: QuadraticSetup, beta: float) -> Callable[[Vector, Vector], Non
                 damping=setup.damping,
                 momentum=0.0,
                 warmup=1,
+                preset="paper",  # Figure 1 is about the paper's curvature pairs
             )
         state["opt"].step([g])
 
