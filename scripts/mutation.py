@@ -145,8 +145,11 @@ def function_of(mutant: str) -> str:
     methods (``xǁClassǁmethod``) -> ``mlbfgs.core.history.Class.method``."""
     name = re.sub(r"__mutmut_\d+$", "", mutant)
     module, _, func = name.rpartition(".")
-    func = func[1:] if func.startswith("x") else func
-    return f"{module}.{func.strip('ǁ').replace('ǁ', '.')}"
+    if func.startswith("xǁ"):  # a method: xǁClassǁmethod
+        func = func[2:].replace("ǁ", ".")
+    elif func.startswith("x_"):
+        func = func[2:]
+    return f"{module}.{func}"
 
 
 def mutated_lines(diff: str) -> str:
