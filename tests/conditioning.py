@@ -122,3 +122,29 @@ def compare_tame(
             f"{what}: the reference diverged at step {compared + 1}, the optimizer did not"
         )
     return compared
+
+
+def result_spread(compute: Callable[..., np.ndarray], *inputs: np.ndarray) -> float:
+    """The largest deviation of ``compute(*inputs)`` when every input entry is perturbed by
+    one rounding (seeds :data:`PERTURBATIONS`): the result's sensitivity to rounding."""
+    exact = compute(*inputs)
+    worst = 0.0
+    for seed in PERTURBATIONS:
+        rng = np.random.default_rng([seed, 7])
+        moved = compute(*(perturb(x, rng) for x in inputs))
+        worst = max(worst, float(np.max(np.abs(moved - exact))))
+    return worst
+
+
+def assert_within_spread(
+    actual: Any, expected: Any, deviation: float, units: float, what: str
+) -> None:
+    """Norm-wise: ``max|actual - expected| <= units * max(spread, eps * max|expected|)``."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = float(np.max(np.abs(expected)))
+    error = float(np.max(np.abs(actual - expected)))
+    tolerance = units * max(deviation, EPS * scale)
+    assert error <= tolerance, (
+        f"{what}: error {error:.3g} > {tolerance:.3g} ({units:g} x spread {deviation:.3g}, "
+        f"scale {scale:.3g})"
+    )
