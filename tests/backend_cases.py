@@ -117,3 +117,30 @@ def assert_close(
         with open(log, "a") as out:
             out.write(f"{what.split(' after ')[0]}\t{tolerance:g}\t{error:.3g}\n")
     assert error <= tolerance, f"{what}: relative error {error:.3g} > {tolerance:.3g}"
+
+
+GENERIC = ("numpy", "array-api-strict")
+"""Backends that run the generic kernels on NumPy's arithmetic: comparing them with the NumPy
+engine would compare the code with itself, so they are compared with the independent
+float64 references below (every backend is; the others also with the NumPy engine)."""
+
+
+def eps_of(dtype: Any) -> float:
+    return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def dense_inverse_hessian(
+    s_hist: np.ndarray, y_hist: np.ndarray, gamma: float | None
+) -> np.ndarray:
+    """Eq (4) applied densely to H_0 = gamma I (gamma None: the newest pair's), in float64:
+    an independent reference for the two-loop recursion and the compact form."""
+    s_hist, y_hist = s_hist.astype(np.float64), y_hist.astype(np.float64)
+    n = s_hist.shape[1]
+    if gamma is None:
+        gamma = float(s_hist[-1] @ y_hist[-1] / (y_hist[-1] @ y_hist[-1])) if len(s_hist) else 1.0
+    h = gamma * np.eye(n)
+    for s, y in zip(s_hist, y_hist, strict=True):
+        rho = 1.0 / (y @ s)
+        v = np.eye(n) - rho * np.outer(y, s)
+        h = v.T @ h @ v + rho * np.outer(s, s)
+    return h

@@ -66,9 +66,10 @@ def test_tau0_sigma_low_and_sigma_high_reach_the_step() -> None:
         return reference_run(start(), gradient, STEPS, [[0]], cfg)[0]
 
     want = conditioning.path_of(run_reference, indefinite_gradient)
-    deviation = conditioning.spread(run_reference, indefinite_gradient, want)
+    eps = conditioning.trajectory_eps(conditioning.EPS, DAMPED["hessian_momentum"])
+    deviation = conditioning.spread(run_reference, indefinite_gradient, want, eps)
     units = conditioning.rounding_units(6, DAMPED["history"])
-    assert conditioning.compare_tame(got, want, deviation, units, "damped") == STEPS + 1
+    assert conditioning.compare_tame(got, want, deviation, units, "damped", eps) == STEPS + 1
     # All three cases of Eq (7) occurred.
     assert min(mus) < DAMPED["sigma_low"] and max(mus) > DAMPED["sigma_high"]
     assert any(DAMPED["sigma_low"] < mu < DAMPED["sigma_high"] for mu in mus)
@@ -190,9 +191,10 @@ def test_diverging_run_is_compared_until_it_diverges() -> None:
 
     got = conditioning.path_of(run_mlbfgs, problem.gradient)
     want = conditioning.path_of(run_reference, problem.gradient)
-    deviation = conditioning.spread(run_reference, problem.gradient, want)
+    eps = conditioning.trajectory_eps(conditioning.EPS, config["hessian_momentum"])
+    deviation = conditioning.spread(run_reference, problem.gradient, want, eps)
     units = conditioning.rounding_units(13, 4)
-    compared = conditioning.compare_tame(got, want, deviation, units, "diverging")
+    compared = conditioning.compare_tame(got, want, deviation, units, "diverging", eps)
     assert 5 < compared < steps
     assert np.max(np.abs(want[-1])) > 1e30 and np.isfinite(got[-1]).all()
     # Relative to its own scale the end point is still the reference's: the divergence

@@ -63,10 +63,11 @@ def test_trajectory_matches_reference(seed, blocks, **config) -> None:
         return reference_run(problem.initial(), gradient, steps, partition, cfg)[0]
 
     want = conditioning.path_of(run_reference, problem.gradient)
-    deviation = conditioning.spread(run_reference, problem.gradient, want)
+    eps = conditioning.trajectory_eps(conditioning.EPS, config["hessian_momentum"])
+    deviation = conditioning.spread(run_reference, problem.gradient, want, eps)
     largest = max(sum(problem.sizes[i] for i in block) for block in partition)
     units = conditioning.rounding_units(largest, config["history"])
-    compared = conditioning.compare_tame(got, want, deviation, units, "trajectory")
+    compared = conditioning.compare_tame(got, want, deviation, units, "trajectory", eps)
     stats = opt.stats()
     event(f"blocks: {len(partition)}")
     wrapped = all(s["pairs_pushed"] > config["history"] for s in stats)
