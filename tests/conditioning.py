@@ -14,6 +14,7 @@ differences many orders of magnitude larger.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,15 @@ PERTURBATIONS = (1, 2)
 GROWTH_BOUND = 10.0
 """A trajectory whose largest |theta| so far exceeds this many times the largest initial
 |theta| is diverging; those steps are not compared elementwise (see ``compare_tame``)."""
+
+
+def log(what: str, ratio: float, units: float) -> None:
+    """With ``MLBFGS_TOLERANCE_LOG`` set, append the gap in spreads and the allowance
+    (``units``) of one comparison to that file: how docs/testing.md measures the margin."""
+    path = os.environ.get("MLBFGS_TOLERANCE_LOG")
+    if path:
+        with open(path, "a") as out:
+            out.write(f"{what.split(' after ')[0]}\t{ratio:.3g}\t{units:g}\n")
 
 
 def rounding_units(n: int, m: int) -> float:
@@ -119,13 +129,16 @@ def compare_tame(
     scale = np.maximum.accumulate(np.max(np.abs(want), axis=1))
     tame = scale <= GROWTH_BOUND * scale[0]
     compared = int(np.argmin(tame)) if not tame.all() else len(tame)
+    worst = 0.0
     for t in range(compared):
         error = float(np.max(np.abs(got[t] - want[t])))
         tolerance = units * max(float(deviation[t]), eps * float(scale[t]))
+        worst = max(worst, error / tolerance * units)
         assert error <= tolerance, (
             f"{what}: step {t + 1}: |optimizer - reference| = {error:.3g} > {tolerance:.3g} "
             f"({units:g} x the spread {deviation[t]:.3g} of eps-perturbed reference runs)"
         )
+    log(what, worst, units)
     if compared < len(tame):  # the reference diverged at step `compared + 1`: so must we
         peak = float(np.max(np.abs(got[: compared + 1])))
         assert peak > GROWTH_BOUND * scale[0] * (1 - 1e-6), (
@@ -157,6 +170,7 @@ def assert_within_spread(
     scale = float(np.max(np.abs(expected), initial=0.0))
     error = float(np.max(np.abs(actual - expected), initial=0.0))
     tolerance = units * max(deviation, eps * scale)
+    log(what, error / tolerance * units, units)
     assert error <= tolerance, (
         f"{what}: error {error:.3g} > {tolerance:.3g} ({units:g} x spread {deviation:.3g}, "
         f"scale {scale:.3g})"
