@@ -21,8 +21,6 @@ FLOAT64_RTOL = 1e-10
 """Norm-wise relative agreement of float64 results with the NumPy reference."""
 FLOAT32_RTOL = 5e-6
 """float32 primitives: above the n * eps bound of a length-n (n <= 40) inner product."""
-FLOAT32_TRAJECTORY_UNITS = 20.0
-"""float32 trajectories: this many eps / (1 - max(beta, 0.9)); docs/backends.md derives it."""
 
 
 @dataclass(frozen=True)
@@ -82,15 +80,6 @@ FACTORIES: dict[str, Callable[[], Backend]] = {
 def rtol(dtype: Any) -> float:
     """Primitives: norm-wise relative tolerance for ``dtype``."""
     return FLOAT64_RTOL if np.dtype(dtype) == np.float64 else FLOAT32_RTOL
-
-
-def trajectory_rtol(dtype: Any, hessian_momentum: float) -> float:
-    """K-step trajectories. Eq (6) takes s and y as differences of averages that move by
-    (1 - beta) of a step per step, so rounding in the averages is amplified ~1 / (1 - beta)."""
-    if np.dtype(dtype) == np.float64:
-        return FLOAT64_RTOL
-    eps = float(np.finfo(np.float32).eps)
-    return FLOAT32_TRAJECTORY_UNITS * eps / (1.0 - max(hessian_momentum, 0.9))
 
 
 def assert_close(

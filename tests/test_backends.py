@@ -24,7 +24,6 @@ from backend_cases import (
     dense_inverse_hessian,
     eps_of,
     rtol,
-    trajectory_rtol,
 )
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -403,6 +402,8 @@ def test_trajectories_match_numpy(backend: Backend, problem: dict[str, Any]) -> 
         return
     ref, ref_stats, _ = run(FACTORIES["numpy"](), problem)
     assert [s["pairs_pushed"] for s in got_stats] == [s["pairs_pushed"] for s in ref_stats]
-    tol = trajectory_rtol(problem["dtype"], problem["hyper"]["hessian_momentum"])
-    peak = np.max(np.abs(ref))
-    assert_close(got[-1], ref[-1], tol, f"{backend.name} vs NumPy after {problem['steps']}", peak)
+    # The fast paths against the NumPy engine: both lie within `units` spreads of the
+    # reference, so they are held to the same allowance (a fixed tolerance fails on noisy
+    # T = 1 pairs, whose trajectories amplify float32 rounding far beyond 20 eps).
+    what = f"{backend.name} vs NumPy engine after {problem['steps']} steps"
+    conditioning.compare_tame(got, ref, deviation, units, what, eps)
