@@ -40,6 +40,7 @@ CORE_TESTS = (
     "tests/test_partition.py",
     "tests/test_validation.py",
     "tests/test_guarantees.py",
+    "tests/test_core_contracts.py",
     "tests/test_array_api_strict.py",
     "tests/test_backends.py",
 )

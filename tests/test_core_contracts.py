@@ -180,6 +180,19 @@ def test_everything_stays_on_the_parameters_device() -> None:
         arrays = [v for v in state.values() if hasattr(v, "device")]
         assert arrays and all(v.device == (where or xps.Device("CPU_DEVICE")) for v in arrays)
         assert all(p.device == (where or xps.Device("CPU_DEVICE")) for p in params)
+        for block in opt._blocks.values():
+            chronological = block.history.chronological(xps)
+            assert all(a.device == (where or xps.Device("CPU_DEVICE")) for a in chronological)
         results.append([np.asarray(p.to_device(xps.Device("CPU_DEVICE"))) for p in params])
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5, 1.0, 2.0])
+def test_weight_decay_is_added_for_every_value(weight_decay: float) -> None:
+    """The first step is SGD on g + wd theta, whatever wd is (1.0 included)."""
+    params = [np.array([1.0, -2.0, 4.0])]
+    opt = mlbfgs.MLBFGS(params, lr=0.25, momentum=0.0, weight_decay=weight_decay)
+    opt.step([np.array([1.0, 1.0, 1.0])])
+    expected = np.array([1.0, -2.0, 4.0]) - 0.25 * (1.0 + weight_decay * np.array([1.0, -2.0, 4.0]))
+    np.testing.assert_array_equal(params[0], expected)
