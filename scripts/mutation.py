@@ -53,12 +53,14 @@ AREAS = {
             "tests/test_checkpoint.py",
             "tests/test_distributed_units.py",
             "tests/test_collectives.py",
+            "tests/test_optimizer_contracts.py",
         ),
     ),
     "checkpoint": Area(
         ("mlbfgs/checkpoint.py",),
         (
             "tests/test_checkpoint.py",
+            "tests/test_optimizer_contracts.py",
             "tests/test_distributed_units.py",
             "tests/test_collectives.py",
             "tests/test_guarantees.py",
