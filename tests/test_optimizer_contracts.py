@@ -42,10 +42,13 @@ def test_defaults_are_the_papers_and_agree_with_the_config() -> None:
     assert {k: getattr(MLBFGSConfig(), k) for k in table5} == table5
     engine = inspect.signature(mlbfgs.MLBFGS).parameters
     assert {k: engine[k].default for k in table5} == table5
-    assert engine["lr"].default == 0.1 and engine["blocks"].default is None
+    others = {"lr": 0.1, "blocks": None, "comm": None, "average_grads": True}
+    others["on_nonfinite"] = "skip"
+    assert {k: engine[k].default for k in others} == others
     torch_mod = pytest.importorskip("mlbfgs.torch")
     adapter = inspect.signature(torch_mod.MLBFGS).parameters
     assert {k: adapter[k].default for k in table5} == table5
+    assert {k: adapter[k].default for k in others} == others
 
 
 def test_state_dict_shares_no_memory_with_the_optimizer() -> None:

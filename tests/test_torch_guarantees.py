@@ -104,3 +104,54 @@ def test_failed_load_rolls_back_groups_already_loaded(fault: str) -> None:
     assert_same_states(before, engine_states(opt))
     opt.load_state_dict(other.state_dict())  # and the unspoilt state does load
     assert_same_states(engine_states(other), engine_states(opt))
+
+
+def test_comm_reaches_every_group_and_each_makes_two_collectives() -> None:
+    """Two param groups on 2 ranks (threads, tests/thread_world.py): bitwise the
+    one-process optimizer with the same blocks, and per step one reduce-scatter and one
+    all-gather per group (docs/backends.md, Distributed)."""
+    from collections import Counter
+
+    from thread_world import ThreadComm, run_world
+
+    data = batches(8)
+
+    def body(comm: ThreadComm | None, blocks: list[Any]) -> tuple[Any, ...]:
+        model = make_model()
+        groups = [
+            {"params": list(model[0].parameters()), "blocks": blocks[0]},
+            {"params": list(model[2].parameters()), "blocks": blocks[1], "lr": 0.02},
+        ]
+        opt = mt.MLBFGS(groups, lr=0.05, comm=comm, **HYPER)
+        calls = []
+        for batch in data:
+            before = Counter(comm.calls) if comm is not None else Counter()
+            opt.zero_grad()
+            loss_of(model, batch).backward()
+            opt.step()
+            calls.append((comm.calls if comm is not None else Counter()) - before)
+        partition = [[list(layout.indices) for layout in e.layouts] for e in opt.engines]
+        return model, calls, partition
+
+    results = run_world(2, lambda comm: body(comm, [None, None]))
+    partition = results[0][2]
+    assert partition == [[[0], [1]], [[0], [1]]]  # one block per rank in each group
+    single, _, _ = body(None, partition)
+    for model, calls, _ in results:
+        assert calls == [Counter({"reduce_scatter": 2, "allgatherv": 2})] * len(data)
+        for p, q in zip(model.parameters(), single.parameters(), strict=True):
+            assert torch.equal(p.detach(), q.detach())
+
+
+def test_lr_may_be_a_one_element_tensor() -> None:
+    data = batches(5)
+    model, twin = make_model(), make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
+    opt.param_groups[0]["lr"] = torch.tensor(0.05)  # as some schedulers store it
+    train(model, opt, data)
+    train(twin, mt.MLBFGS(twin.parameters(), lr=0.05, **HYPER), data)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
+    opt.param_groups[0]["lr"] = torch.tensor([0.05, 0.1])
+    with pytest.raises(ValueError, match=r"param_groups\[0\]: lr must be a number, got a tensor"):
+        opt.step()
