@@ -259,11 +259,13 @@ class MLBFGS:
             block, layout = self._blocks[b], self.layouts[b]
             theta = layout.gather(xp, self.params)
             g = apply_weight_decay(g, theta, config.weight_decay)
-            projection = None
+            projection = grad_sq = None
             if block.preconditions(t, config) and not history_changes:
                 projection = kernels.project(block.history.pairs, g)
-            probes.append(kernels.dot(g, g) if projection is None else projection)
-            blocks.append(BlockInput(b, block, theta, g, projection))
+            if projection is None or config.step_norm == "gradient":
+                grad_sq = kernels.dot(g, g)  # the probe in warm-up; grafting needs it too
+            probes.append([p for p in (projection, grad_sq) if p is not None])
+            blocks.append(BlockInput(b, block, theta, g, projection, grad_sq))
         finite = self._finite(probes)
         if self.on_nonfinite == "raise":
             bad = exchange.everyone_bad(
@@ -304,8 +306,8 @@ class MLBFGS:
         self._exchange.publish(xp, theta_next, self.params)
         self._step = t
 
-    def _finite(self, probes: list[Array]) -> list[bool]:
-        """Per block, whether its probe is finite, with one host sync in the common case."""
+    def _finite(self, probes: list[list[Array]]) -> list[bool]:
+        """Per block, whether its probes are finite, with one host sync in the common case."""
         xp, kernels = self._xp, self._kernels
         if not probes:
             return []
@@ -314,8 +316,11 @@ class MLBFGS:
         # Half-precision probes are summed in float32, which cannot overflow on finite
         # terms (the kernels already return float32 products for half-precision arrays).
         totals = [
-            xp.sum(probe, dtype=xp.float32) if kernels.half(probe.dtype) else xp.sum(probe)
-            for probe in probes
+            sum(
+                xp.sum(probe, dtype=xp.float32) if kernels.half(probe.dtype) else xp.sum(probe)
+                for probe in block
+            )
+            for block in probes
         ]
         if math.isfinite(float(sum(totals[1:], totals[0]))):
             return [True] * len(totals)

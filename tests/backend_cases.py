@@ -21,8 +21,6 @@ FLOAT64_RTOL = 1e-10
 """Norm-wise relative agreement of float64 results with the NumPy reference."""
 FLOAT32_RTOL = 5e-6
 """float32 primitives: above the n * eps bound of a length-n (n <= 40) inner product."""
-FLOAT32_TRAJECTORY_UNITS = 20.0
-"""float32 trajectories: this many eps / (1 - max(beta, 0.9)); docs/backends.md derives it."""
 
 
 @dataclass(frozen=True)
@@ -84,15 +82,6 @@ def rtol(dtype: Any) -> float:
     return FLOAT64_RTOL if np.dtype(dtype) == np.float64 else FLOAT32_RTOL
 
 
-def trajectory_rtol(dtype: Any, hessian_momentum: float) -> float:
-    """K-step trajectories. Eq (6) takes s and y as differences of averages that move by
-    (1 - beta) of a step per step, so rounding in the averages is amplified ~1 / (1 - beta)."""
-    if np.dtype(dtype) == np.float64:
-        return FLOAT64_RTOL
-    eps = float(np.finfo(np.float32).eps)
-    return FLOAT32_TRAJECTORY_UNITS * eps / (1.0 - max(hessian_momentum, 0.9))
-
-
 def assert_close(
     actual: Any, expected: Any, tolerance: float, what: str, scale: Any = None
 ) -> None:
@@ -117,3 +106,30 @@ def assert_close(
         with open(log, "a") as out:
             out.write(f"{what.split(' after ')[0]}\t{tolerance:g}\t{error:.3g}\n")
     assert error <= tolerance, f"{what}: relative error {error:.3g} > {tolerance:.3g}"
+
+
+GENERIC = ("numpy", "array-api-strict")
+"""Backends that run the generic kernels on NumPy's arithmetic: comparing them with the NumPy
+engine would compare the code with itself, so they are compared with the independent
+float64 references below (every backend is; the others also with the NumPy engine)."""
+
+
+def eps_of(dtype: Any) -> float:
+    return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def dense_inverse_hessian(
+    s_hist: np.ndarray, y_hist: np.ndarray, gamma: float | None
+) -> np.ndarray:
+    """Eq (4) applied densely to H_0 = gamma I (gamma None: the newest pair's), in float64:
+    an independent reference for the two-loop recursion and the compact form."""
+    s_hist, y_hist = s_hist.astype(np.float64), y_hist.astype(np.float64)
+    n = s_hist.shape[1]
+    if gamma is None:
+        gamma = float(s_hist[-1] @ y_hist[-1] / (y_hist[-1] @ y_hist[-1])) if len(s_hist) else 1.0
+    h = gamma * np.eye(n)
+    for s, y in zip(s_hist, y_hist, strict=True):
+        rho = 1.0 / (y @ s)
+        v = np.eye(n) - rho * np.outer(y, s)
+        h = v.T @ h @ v + rho * np.outer(s, s)
+    return h

@@ -1,14 +1,27 @@
-"""Shared test set-up: deterministic hypothesis runs everywhere (CI included)."""
+"""Shared test set-up: the hypothesis profiles (docs/testing.md).
+
+``MLBFGS_HYPOTHESIS`` picks one:
+
+- ``pinned`` (default, CI): derandomized, 100 examples per property; the same examples
+  on every run, so CI is reproducible.
+- ``random``: 500 fresh examples per property, no example database; choose the seed with
+  ``pytest --hypothesis-seed=N`` to reproduce a run. Every property must pass here too.
+"""
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "mlbfgs",
-    derandomize=True,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.load_profile("mlbfgs")
+PROFILE = os.environ.get("MLBFGS_HYPOTHESIS", "pinned")
+COMMON = {
+    "deadline": None,
+    "print_blob": True,
+    "suppress_health_check": [HealthCheck.too_slow],
+}
+settings.register_profile("pinned", derandomize=True, **COMMON)
+settings.register_profile("random", derandomize=False, max_examples=500, database=None, **COMMON)
+if PROFILE not in ("pinned", "random"):
+    raise ValueError(f"MLBFGS_HYPOTHESIS must be 'pinned' or 'random', got {PROFILE!r}")
+settings.load_profile(PROFILE)

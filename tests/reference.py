@@ -82,10 +82,10 @@ def reference_run(
 ) -> tuple[list[np.ndarray], list[list[tuple[np.ndarray, np.ndarray]]]]:
     """Run ``steps`` steps; return the final params and each block's stored pairs.
 
-    ``diagnostics["recursion_condition"]`` (if a dict is given) receives the largest, over
-    preconditioned steps and blocks, of ``prod_i 1 / cos^2(s_i, y_i)``: each factor
-    ``I - rho_i s_i y_i^T`` of Algorithm 2 has norm ``1 / cos(s_i, y_i)`` and is applied
-    twice, so rounding in ``H g`` is amplified by at most about this much.
+    ``diagnostics["condition"]`` (when a dict is given) receives the largest condition
+    number of H at any preconditioned step (H built column by column, so keep blocks
+    small): how much any computation of ``H g`` may magnify its rounding relative to the
+    result, which the "gradient" and "unit" step norms carry into the step's length.
     """
     params = [p.copy() for p in params]
     before = cfg.pair_timing == "before_step"
@@ -111,15 +111,14 @@ def reference_run(
             if before and t % cfg.update_every == 0:
                 _form_pair(block, g, cfg)
             preconditioned = t > warmup and bool(block.pairs)
-            if preconditioned and diagnostics is not None:
-                condition = float(
-                    np.prod([(s @ s) * (y @ y) / (s @ y) ** 2 for s, y in block.pairs])
-                )
-                worst = diagnostics.get("recursion_condition", 1.0)
-                diagnostics["recursion_condition"] = max(worst, condition)
             thetas.append(theta)
             gs.append(g)
-            directions.append(reference_two_loop(g, block.pairs) if preconditioned else None)
+            d = reference_two_loop(g, block.pairs) if preconditioned else None
+            if d is not None and diagnostics is not None:
+                h = np.stack([reference_two_loop(e, block.pairs) for e in np.eye(len(g))])
+                condition = float(np.linalg.cond(0.5 * (h + h.T)))
+                diagnostics["condition"] = max(diagnostics.get("condition", 1.0), condition)
+            directions.append(d)
         total = sum(float(d @ d) for d in directions if d is not None)
         for block, theta, g, d in zip(state, thetas, gs, directions, strict=True):
             if d is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -52,12 +53,20 @@ def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table = rows(out, "| optimizer")
     assert list(table) == ["mL-BFGS", "SGD", "Adam", "L-BFGS"]
     for label, cells in table.items():
-        iterations, _, final, accuracy, ms = cells
-        assert iterations == "not reached" or 1 <= int(iterations) <= 12, label
-        assert 0.0 < float(final) < 10.0 and 0.0 <= float(accuracy) <= 1.0
-        assert float(ms) > 0.0
-    # The quick run reaches preconditioning (T = 2): mL-BFGS differs from plain SGD.
-    assert table["mL-BFGS"][2] != table["SGD"][2]
+        iterations, seconds, final, accuracy, ms = cells
+        # The target is reached within the 12 iterations, or it is not and has no time.
+        assert (iterations, seconds) == ("not reached", "-") or (
+            1 <= int(iterations) <= 12 and float(seconds) > 0.0
+        ), label
+        # From the same start, every optimizer ends below the loss of uniform predictions
+        # over the 10 classes (ln 10), the starting point of a freshly initialised net.
+        assert 0.0 < float(final) < math.log(10), label
+        assert 0.0 <= float(accuracy) <= 1.0 and float(ms) > 0.0
+    outcomes = [(cells[2], cells[3]) for cells in table.values()]  # final loss, accuracy
+    assert len(set(outcomes)) == len(outcomes)  # four different optimizers, four outcomes
+    # The quick run reaches preconditioning (T = 2): mL-BFGS differs from plain SGD (its
+    # steps have SGD's length, so the loss may agree to the 4 digits printed).
+    assert table["mL-BFGS"][2:4] != table["SGD"][2:4]
     assert_png(tmp_path / "demo.png")
 
 
@@ -123,7 +132,7 @@ def test_bench_quick(capsys: pytest.CaptureFixture[str]) -> None:
         assert speedup > 0 and copy_gbs > 0 and fraction > 0
         assert diff < 1e-4  # compact form and two-loop agree
     it = table_lines(out, "ratio to SGD")
-    assert [cells[1] for cells in it] == ["SGD", "mL-BFGS", "mL-BFGS T=50"]
+    assert [cells[1] for cells in it] == ["SGD", "mL-BFGS"]
     assert float(it[0][3]) == 1.0 and all(float(cells[3]) > 0 for cells in it)
     assert re.search(r"target at batch 16 .*: \d+\.\d+ \(<= 1.15: (met|MISSED)\)", out)
     mem = table_lines(out, "peak MB")

@@ -44,15 +44,41 @@ def test_damped_curvature_is_bounded(
 @pytest.mark.parametrize(
     ("mu", "expected"),
     [
-        (-1.0, min((1 - 0.01) / 2.0, 0.99)),  # negative curvature: pulled up to sigma_low
-        (0.01, 0.99),  # at the lower threshold: (1-sigma_L)/(1-mu) = 1, capped by tau0
-        (0.5, 0.99),  # inside the band: tau0
-        (1.5, 0.99),  # at the upper threshold: (sigma_H-1)/(mu-1) = 1, capped by tau0
+        (-1.0, (1 - 0.01) / 2.0),  # negative curvature: pulled up to sigma_low
+        (0.005, (1 - 0.01) / (1 - 0.005)),  # just below sigma_low: less than tau0 = 1
+        (0.015, 1.0),  # just above sigma_low: tau0
+        (0.5, 1.0),  # inside the band: tau0
+        (1.495, 1.0),  # just below sigma_high: tau0
+        (1.505, (1.5 - 1) / (1.505 - 1)),  # just above sigma_high: less than tau0 = 1
         (11.0, 0.05),  # large curvature: pulled down to sigma_high
     ],
 )
 def test_damping_tau_cases(mu: float, expected: float) -> None:
-    assert damping_tau(mu, 0.99, 0.01, 1.5) == pytest.approx(expected, rel=1e-15)
+    """With tau0 = 1 each of the three cases of Eq (7) gives a value the others do not,
+    on both sides of each threshold."""
+    assert damping_tau(mu, 1.0, 0.01, 1.5) == pytest.approx(expected, rel=1e-15)
+    # A smaller tau0 caps every case.
+    assert damping_tau(mu, 0.3, 0.01, 1.5) == pytest.approx(min(expected, 0.3), rel=1e-15)
+
+
+@given(
+    tau0=st.floats(0.05, 1.0),
+    sigma_low=st.floats(0.0, 0.99),
+    sigma_high=st.floats(1.001, 100.0),
+)
+def test_damping_tau_is_continuous_at_the_thresholds(
+    tau0: float, sigma_low: float, sigma_high: float
+) -> None:
+    """At mu = sigma_L and mu = sigma_H the clipped formula equals tau0 (it is min(1, tau0)
+    there), so whether a threshold itself belongs to the band or to the clipped case cannot
+    change tau: mutating `<=` into `<` in damping_tau is an equivalent mutant."""
+    for threshold in (sigma_low, sigma_high):
+        assert damping_tau(threshold, tau0, sigma_low, sigma_high) == tau0
+        # Moving mu by d moves the clipped tau by about d / |1 - threshold| relative, and
+        # |1 - threshold| >= 1e-3 here: below 1e-7 for d = 1e-12 max(1, threshold).
+        for side in (-1.0, 1.0):
+            near = threshold + side * 1e-12 * max(1.0, threshold)
+            assert damping_tau(near, tau0, sigma_low, sigma_high) == pytest.approx(tau0, rel=1e-6)
 
 
 def test_damp_rejects_zero_s() -> None:

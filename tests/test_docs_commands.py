@@ -35,7 +35,8 @@ def commands(path: Path) -> tuple[list[str], list[str]]:
     """(runnable commands, bare tool invocations) written in one Markdown file."""
     runnable, bare = [], []
     language = None
-    for line in path.read_text().splitlines():
+    # A shell line ending in a backslash continues on the next one: join them first.
+    for line in path.read_text().replace("\\\n", " ").splitlines():
         fence = FENCE.match(line.strip())
         if fence:
             language = None if language is not None else fence[1]

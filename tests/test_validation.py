@@ -67,7 +67,11 @@ def test_invalid_params(params, match) -> None:
 def test_block_with_mixed_dtypes_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"blocks\[0\] mixes dtypes"):
         mlbfgs.MLBFGS([np.ones(3), np.ones(2, dtype=np.float32)])
-    mlbfgs.MLBFGS([np.ones(3), np.ones(2, dtype=np.float32)], blocks=[[0], [1]])
+    params = [np.ones(3), np.ones(2, dtype=np.float32)]
+    opt = mlbfgs.MLBFGS(params, blocks=[[0], [1]], lr=0.5, momentum=0.0)
+    opt.step([np.ones(3), np.ones(2, dtype=np.float32)])  # one SGD step per block, own dtype
+    assert [p.dtype for p in params] == [np.float64, np.float32]
+    assert params[0].tolist() == [0.5] * 3 and params[1].tolist() == [0.5] * 2
 
 
 def trained():
@@ -143,7 +147,8 @@ def test_numpy_scalars_are_accepted_as_hyperparameters() -> None:
     assert opt.config.history == 4 and type(opt.config.history) is int
     assert opt.config.warmup_steps == 4
     assert type(opt.config.momentum) is float
-    opt.step([np.ones(3)])
+    opt.step([np.ones(3)])  # the first step is SGD: theta - lr g, lr the float32's value
+    np.testing.assert_array_equal(params[0], np.full(3, 1.0 - float(np.float32(0.1))))
 
 
 def test_the_same_array_twice_is_rejected() -> None:

@@ -64,6 +64,8 @@ class BlockInput:
     """The gradient, weight decay included."""
     projection: Array | None
     """``history.pairs @ g`` if already computed for this step's history, else ``None``."""
+    grad_sq: Array | None = None
+    """``g^T g`` if already computed, else ``None``."""
 
 
 def is_boundary(t: int, config: MLBFGSConfig) -> bool:
@@ -85,6 +87,7 @@ def algorithm_1(
         config.step_norm,
         [item.index for item in blocks],
         [item.g for item in blocks],
+        [item.grad_sq for item in blocks],
         directions,
         kernels,
         sum_over_blocks,

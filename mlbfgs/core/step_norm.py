@@ -34,13 +34,16 @@ def direction_scales(
     step_norm: StepNorm,
     blocks: Sequence[int],
     grads: Sequence[Array],
+    grad_squares: Sequence[Array | None],
     directions: Sequence[Array | None],
     kernels: Kernels,
     sum_over_blocks: BlockSum,
 ) -> list[Array | None]:
     """The factor for each block's direction; ``None`` where it stays as it is.
 
-    ``directions[i]`` is block ``blocks[i]``'s ``H g``, or ``None`` during its warm-up.
+    ``directions[i]`` is block ``blocks[i]``'s ``H g``, or ``None`` during its warm-up;
+    ``grad_squares[i]`` its ``g^T g`` if already computed (the orchestrator's finiteness
+    probe includes it, so that a gradient norm that overflows skips the block).
     With ``"unit"`` every rank must call this once per step (``sum_over_blocks`` is a
     collective), whether or not it owns preconditioned blocks.
     """
@@ -50,8 +53,10 @@ def direction_scales(
     squares = {b: kernels.dot(d, d) for b, d in pairs if d is not None}
     if step_norm == "gradient":
         return [
-            None if d is None else _root_ratio(kernels, kernels.dot(g, g), squares[b], d)
-            for b, g, d in zip(blocks, grads, directions, strict=True)
+            None
+            if d is None
+            else _root_ratio(kernels, kernels.dot(g, g) if gg is None else gg, squares[b], d)
+            for b, g, gg, d in zip(blocks, grads, grad_squares, directions, strict=True)
         ]
     total = sum_over_blocks(squares)
     return [

@@ -242,6 +242,54 @@ class Checks:
             dtlib.from_numpy_dtype = original
         assert len(calls) == 1, calls
 
+    def torch_optimizer(self) -> None:
+        """``mlbfgs.torch.MLBFGS(comm=...)``, two param groups: the same data on every rank
+        gives bitwise the one-process optimizer with the same blocks; a group without
+        gradients on one rank still joins the collectives (no hang), ranks stay identical."""
+        import torch
+
+        import mlbfgs.torch as mt
+
+        def train(comm: Communicator, blocks: list[Any], starve: int | None) -> Any:
+            torch.manual_seed(0)
+            net = torch.nn.Sequential(
+                torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
+            ).double()
+            groups = [
+                {"params": list(net[0].parameters()), "blocks": blocks[0]},
+                {"params": list(net[2].parameters()), "blocks": blocks[1], "lr": 0.02},
+            ]
+            opt = mt.MLBFGS(groups, lr=0.05, history=3, update_every=2, comm=comm, **extra)
+            for t in range(1, 13):
+                gen = torch.Generator().manual_seed(t)
+                x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
+                y = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+                opt.zero_grad(set_to_none=True)
+                ((net(x) - y) ** 2).mean().backward()
+                if starve is not None and self.rank == starve:
+                    for p in net[2].parameters():
+                        p.grad = None
+                opt.step()
+            return net, opt
+
+        extra = {"average_grads": False}
+        net, opt = train(self.comm, [None, None], starve=None)
+        partition = [[list(layout.indices) for layout in e.layouts] for e in opt.engines]
+        assert [len(p) for p in partition] == [min(self.size, 2)] * 2, partition
+        ref, _ = train(SingleProcessComm(), partition, starve=None)
+        same_bits(
+            [p.detach().numpy() for p in net.parameters()],
+            [p.detach().numpy() for p in ref.parameters()],
+            "torch optimizer",
+        )
+        extra = {"average_grads": True}
+        net, opt = train(self.comm, [None, None], starve=self.size - 1)
+        assert all(e.step_count == 12 for e in opt.engines)
+        digests = self.comm.allgather_object(
+            [p.detach().numpy().tobytes() for p in net.parameters()]
+        )
+        assert all(d == digests[0] for d in digests), "ranks' parameters differ"
+
     def save(self) -> None:
         """Run, save per rank, continue: the continuation is what a resume must reproduce."""
         before, after = CHECKPOINT_STEPS
@@ -307,6 +355,7 @@ def main() -> None:
     checks.check("nonfinite", checks.nonfinite)
     if args.torch:
         checks.check("torch_tensors", checks.torch_tensors)
+        checks.check("torch_optimizer", checks.torch_optimizer)
     if args.comm == "mpi":
         checks.check("datatypes", checks.datatypes)
     if args.save:

@@ -1,0 +1,231 @@
+"""Driver of ``scripts/mutation``: mutmut per area, in scratch copies, and a summary table.
+
+Each area names the files it mutates and a fast test selection (mutmut 3 then runs, for
+each mutant, only the selected tests that executed the mutated function). Surviving
+mutants judged equivalent are listed in docs/testing.md ("Surviving mutants"), one table
+row each: ``| `function` | `mutated line` | why |``; the score counts them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / ".mutation"
+MUTMUT = ROOT / ".venv" / "bin" / "mutmut"
+DOCS = ROOT / "docs" / "testing.md"
+
+
+@dataclass(frozen=True)
+class Area:
+    mutate: tuple[str, ...]
+    tests: tuple[str, ...]
+    isolation: str = "fork"
+
+
+CORE_TESTS = (
+    "tests/test_damping.py",
+    "tests/test_preconditioner.py",
+    "tests/test_semantics.py",
+    "tests/test_lemmas.py",
+    "tests/test_nonfinite.py",
+    "tests/test_partition.py",
+    "tests/test_validation.py",
+    "tests/test_guarantees.py",
+    "tests/test_core_contracts.py",
+    "tests/test_array_api_strict.py",
+    "tests/test_backends.py",
+)
+AREAS = {
+    "core": Area(("mlbfgs/core/*",), CORE_TESTS),
+    "optimizer": Area(
+        ("mlbfgs/optimizer.py",),
+        (
+            *CORE_TESTS,
+            "tests/test_checkpoint.py",
+            "tests/test_distributed_units.py",
+            "tests/test_collectives.py",
+            "tests/test_optimizer_contracts.py",
+        ),
+    ),
+    "checkpoint": Area(
+        ("mlbfgs/checkpoint.py",),
+        (
+            "tests/test_checkpoint.py",
+            "tests/test_optimizer_contracts.py",
+            "tests/test_distributed_units.py",
+            "tests/test_collectives.py",
+            "tests/test_guarantees.py",
+            "tests/test_array_api_strict.py",
+            "tests/test_torch_optimizer.py",
+            "tests/test_torch_guarantees.py",
+        ),
+    ),
+    "torch": Area(
+        ("mlbfgs/torch.py",),
+        (
+            "tests/test_torch_optimizer.py",
+            "tests/test_torch_optimizer_errors.py",
+            "tests/test_torch_guarantees.py",
+        ),
+        isolation="forkserver",  # torch is not fork-safe once its thread pools exist
+    ),
+}
+# Never under mutation testing: launches other processes (mutants do not reach them) or
+# trains a real model for seconds.
+DESELECT = "not torch_cnn_example and not cuda and not cupy"
+
+
+def scratch_copy(area: str, spec: Area) -> Path:
+    """The working tree's mlbfgs/, tests/ and pyproject.toml, plus the mutmut config."""
+    where = SCRATCH / area
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "mlbfgs", "tests", "pyproject.toml"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, where / name)
+    tests = [t for t in spec.tests if (where / t).exists()]
+    config = {
+        "source_paths": ["mlbfgs"],
+        "only_mutate": list(spec.mutate),
+        "pytest_add_cli_args_test_selection": tests,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x", "-k", DESELECT],
+        "process_isolation": spec.isolation,
+        "use_git_change_detection": False,
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in config.items()]
+    with open(where / "pyproject.toml", "a") as out:
+        out.write("\n".join(lines) + "\n")
+    return where
+
+
+def mutmut(where: Path, *args: str, log: Path | None = None) -> str:
+    env = {
+        **os.environ,
+        "MLBFGS_HYPOTHESIS": "pinned",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    if log is None:
+        return subprocess.run(
+            [str(MUTMUT), *args], cwd=where, env=env, check=True, capture_output=True, text=True
+        ).stdout
+    with open(log, "w") as out:
+        subprocess.run([str(MUTMUT), *args], cwd=where, env=env, check=True, stdout=out, stderr=out)
+    return ""
+
+
+def equivalents() -> set[tuple[str, str]]:
+    """(function, mutated line) of every mutant docs/testing.md lists as equivalent."""
+    found = set()
+    if DOCS.exists():
+        for line in DOCS.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 3 and cells[0].startswith("`mlbfgs."):
+                found.add((cells[0].strip("`"), cells[1].strip("`").replace("\\|", "|")))
+    return found
+
+
+def function_of(mutant: str) -> str:
+    """``mlbfgs.core.damping.x_damp__mutmut_3`` -> ``mlbfgs.core.damping.damp``;
+    methods (``xǁClassǁmethod``) -> ``mlbfgs.core.history.Class.method``."""
+    name = re.sub(r"__mutmut_\d+$", "", mutant)
+    module, _, func = name.rpartition(".")
+    if func.startswith("xǁ"):  # a method: xǁClassǁmethod
+        func = func[2:].replace("ǁ", ".")
+    elif func.startswith("x_"):
+        func = func[2:]
+    return f"{module}.{func}"
+
+
+def mutated_lines(diff: str) -> str:
+    plus = [line[1:].strip() for line in diff.splitlines() if line.startswith("+")]
+    plus = [line for line in plus if not line.startswith("++")]
+    return " / ".join(plus) if plus else "(line removed)"
+
+
+def run_area(area: str, spec: Area, jobs: int) -> dict[str, object]:
+    where = scratch_copy(area, spec)
+    started = time.monotonic()
+    print(f"[{area}] mutating {', '.join(spec.mutate)} in {where}", flush=True)
+    mutmut(where, "run", "--max-children", str(jobs), log=where / "run.log")
+    mutmut(where, "export-cicd-stats")
+    stats = json.loads((where / "mutants" / "mutmut-cicd-stats.json").read_text())
+    known = equivalents()
+    survivors, equivalent = [], []
+    for line in mutmut(where, "results").splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if status not in ("survived", "no tests"):
+            continue
+        diff = mutmut(where, "show", name)
+        key = (function_of(name), mutated_lines(diff))
+        (equivalent if key in known else survivors).append((name, status, key, diff))
+    with open(where / "survivors.md", "w") as out:
+        sections = (("Not yet explained", survivors), ("Listed as equivalent", equivalent))
+        for title, items in sections:
+            out.write(f"## {title} ({len(items)})\n\n")
+            for name, status, (func, mutated), diff in items:
+                out.write(f"### {name} ({status})\n`{func}` | `{mutated}`\n\n")
+                out.write(f"```diff\n{diff}\n```\n\n")
+    total = int(stats["total"]) - int(stats["skipped"])
+    killed = int(stats["killed"]) + int(stats["timeout"]) + int(stats["segfault"])
+    return {
+        "area": area,
+        "mutants": total,
+        "killed": killed,
+        "survived": int(stats["survived"]) + int(stats["no_tests"]),
+        "equivalent": len(equivalent),
+        "unexplained": len(survivors),
+        "minutes": (time.monotonic() - started) / 60,
+    }
+
+
+def main() -> None:
+    areas = sys.argv[1:] or list(AREAS)
+    unknown = [a for a in areas if a not in AREAS]
+    if unknown:
+        sys.exit(f"unknown area(s) {unknown}; choose from {list(AREAS)}")
+    jobs = int(os.environ.get("MLBFGS_MUTATION_JOBS", "2"))
+    rows = [run_area(area, AREAS[area], jobs) for area in areas]
+    header = (
+        "| area | mutants | killed | survived | of which listed equivalent | "
+        "score (killed / non-equivalent) | minutes |\n|---|---|---|---|---|---|---|"
+    )
+    lines = [header]
+    for r in rows:
+        denominator = int(r["mutants"]) - int(r["equivalent"])
+        score = 100.0 * int(r["killed"]) / denominator if denominator else 100.0
+        lines.append(
+            f"| {r['area']} | {r['mutants']} | {r['killed']} | {r['survived']} | "
+            f"{r['equivalent']} | {score:.1f}% | {float(r['minutes']):.0f} |"
+        )
+    table = "\n".join(lines)
+    (SCRATCH / "summary.md").write_text(table + "\n")
+    print(table)
+    for r in rows:
+        if r["unexplained"]:
+            print(
+                f"{r['area']}: {r['unexplained']} survivor(s) not listed in docs/testing.md: "
+                f"see .mutation/{r['area']}/survivors.md"
+            )
+
+
+if __name__ == "__main__":
+    main()
