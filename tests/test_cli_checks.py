@@ -202,3 +202,13 @@ def test_bench_refuses_more_memory_than_the_machine_has(
     out, err = capsys.readouterr()
     assert out == "" and "--max-n 10,000,000 needs about 2.3 GB" in err
     assert "smaller --max-n" in err
+
+
+def test_mpicomm_without_mpi4py_names_the_extra(hide: Callable[[str], None]) -> None:
+    from mlbfgs.comm import MPIComm
+
+    hide("mpi4py")
+    with pytest.raises(
+        MissingExtraError, match=r"MPIComm needs mpi4py.*pip install 'mlbfgs\[mpi\]'"
+    ):
+        MPIComm()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.types import Array
+from ..extras import require
 from ._buffers import PinnedStaging, device_view, host_view, is_gpu
 from ._exit import end_job_on_uncaught_exception
 from .base import displacements
@@ -38,7 +39,7 @@ class MPIComm:
     def __init__(
         self, comm: Any = None, cuda_aware: bool | None = None, abort_on_exception: bool = True
     ) -> None:
-        from mpi4py import MPI
+        MPI: Any = require("mpi4py.MPI", "MPIComm")
 
         if abort_on_exception:
             end_job_on_uncaught_exception(
