@@ -10,7 +10,7 @@ With one process nothing is communicated and no flat buffer is allocated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
 from array_api_compat import device
@@ -127,14 +127,21 @@ class BlockExchange:
         start = self.offsets[b] - self._start
         return local[start : start + self.layouts[b].numel]
 
-    def publish(self, xp: Namespace, theta_next: dict[int, Array], params: Sequence[Array]) -> None:
+    def publish(
+        self,
+        xp: Namespace,
+        theta_next: dict[int, Array],
+        params: Sequence[Array],
+        keep: Container[int] = (),
+    ) -> None:
         """Write every block's new parameters into ``params`` on every rank.
 
         ``theta_next`` holds this rank's owned blocks (a skipped block's current values).
+        On one process the parameters in ``keep`` are left as they are.
         """
         if not self.distributed:
             for b, theta in theta_next.items():
-                self.layouts[b].scatter(xp, theta, params)
+                self.layouts[b].scatter(xp, theta, params, keep)
             return
         flat, _ = self._buffers(xp)
         for b in self.owned:

@@ -7,7 +7,7 @@ into it and scatters the result back into the caller's arrays in place.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from array_api_compat import device
@@ -52,9 +52,12 @@ class BlockLayout:
         parts = [xp.reshape(arrays[i], (-1,)) for i in self.indices]
         return parts[0] if len(parts) == 1 else xp.concat(parts)
 
-    def scatter(self, xp: Namespace, flat: Array, arrays: Sequence[Array]) -> None:
-        """Write ``flat`` back into the block's arrays, in place."""
+    def scatter(
+        self, xp: Namespace, flat: Array, arrays: Sequence[Array], keep: Container[int] = ()
+    ) -> None:
+        """Write ``flat`` back into the block's arrays, in place (not those in ``keep``)."""
         offset = 0
         for i, shape, size in zip(self.indices, self.shapes, self.sizes, strict=True):
-            arrays[i][...] = xp.reshape(flat[offset : offset + size], shape)
+            if i not in keep:
+                arrays[i][...] = xp.reshape(flat[offset : offset + size], shape)
             offset += size

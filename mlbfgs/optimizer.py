@@ -70,6 +70,8 @@ class PreparedStep:
     lr: float
     blocks: list[BlockInput]
     finite: list[bool]
+    missing: frozenset[int] = frozenset()
+    """Parameters whose gradient was ``None``: not written on one process."""
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -88,7 +90,10 @@ class MLBFGS:
     :class:`mlbfgs.MLBFGSConfig`. ``on_nonfinite`` chooses what a block does when its
     gradient holds a NaN or infinity: ``"skip"`` (default) leaves that block's parameters
     and state untouched for the step and counts it in ``stats()``; ``"raise"`` raises
-    :class:`NonFiniteGradientError` before anything changes.
+    :class:`NonFiniteGradientError` before anything changes. A gradient given as ``None``
+    counts as zero in its block's statistics, and on one process its parameter is not
+    moved (as torch.optim leaves a parameter without gradient alone); on several ranks
+    another rank may hold a gradient for it, so it moves with its block.
     """
 
     def __init__(
@@ -231,12 +236,12 @@ class MLBFGS:
         return self._step
 
     @exclusive
-    def step(self, grads: Sequence[Array]) -> None:
-        """Apply one mL-BFGS step to ``params`` given their gradients."""
+    def step(self, grads: Sequence[Array | None]) -> None:
+        """Apply one mL-BFGS step to ``params`` given their gradients (``None``: missing)."""
         self.apply(self.prepare(grads))
 
     @exclusive
-    def prepare(self, grads: Sequence[Array]) -> PreparedStep:
+    def prepare(self, grads: Sequence[Array | None]) -> PreparedStep:
         """Phase 1 of ``step``; changes nothing (only this rank's exchange buffers).
 
         Checks the gradients and this step's learning rate, takes each owned block's (mean)
@@ -247,7 +252,11 @@ class MLBFGS:
         any, so that an error leaves every one unchanged.
         """
         xp, kernels, config = self._xp, self._kernels, self.config
-        grads = check_grads(grads, self.params, xp)
+        missing: frozenset[int] = frozenset()
+        if isinstance(grads, Sequence) and len(grads) == len(self.params):
+            missing = frozenset(i for i, g in enumerate(grads) if g is None)
+            grads = [xp.zeros_like(self.params[i]) if g is None else g for i, g in enumerate(grads)]
+        checked = check_grads(grads, self.params, xp)
         t = self._step + 1
         lr = lr_at(self.lr, t)
         exchange = self._exchange
@@ -255,7 +264,9 @@ class MLBFGS:
         # with the history waits until then, and g^T g certifies the gradient instead.
         history_changes = config.pair_timing == "before_step" and is_boundary(t, config)
         blocks, probes = [], []
-        for b, g in zip(self.owned, exchange.gradients(xp, grads, self.average_grads), strict=True):
+        for b, g in zip(
+            self.owned, exchange.gradients(xp, checked, self.average_grads), strict=True
+        ):
             block, layout = self._blocks[b], self.layouts[b]
             theta = layout.gather(xp, self.params)
             g = apply_weight_decay(g, theta, config.weight_decay)
@@ -273,9 +284,9 @@ class MLBFGS:
             )
             if any(bad):  # every rank raises the same message, naming where it came from
                 raise NonFiniteGradientError(
-                    nonfinite.describe(xp, exchange, grads, bad, self.average_grads)
+                    nonfinite.describe(xp, exchange, checked, bad, self.average_grads)
                 )
-        return PreparedStep(self, t, lr, blocks, finite)
+        return PreparedStep(self, t, lr, blocks, finite, missing)
 
     @exclusive
     def apply(self, prepared: PreparedStep) -> None:
@@ -303,7 +314,7 @@ class MLBFGS:
             if not ok:
                 skip_step(item.block, t, self.config)
                 theta_next[item.index] = item.theta
-        self._exchange.publish(xp, theta_next, self.params)
+        self._exchange.publish(xp, theta_next, self.params, prepared.missing)
         self._step = t
 
     def _finite(self, probes: list[list[Array]]) -> list[bool]:
@@ -348,11 +359,12 @@ class MLBFGS:
         return result
 
     @exclusive
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, copy: bool = True) -> dict[str, Any]:
         """A snapshot of the optimizer: a flat ``str -> array | scalar`` dict (no pickles).
 
-        Arrays are copies in the parameters' own library and device; the learning rate is
-        not included (a callable cannot be saved without pickling).
+        Arrays are copies in the parameters' own library and device (``copy=False``: the
+        optimizer's own arrays, for views such as ``mlbfgs.torch``'s ``optimizer.state``);
+        the learning rate is not included (a callable cannot be saved without pickling).
         """
         state: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -361,7 +373,7 @@ class MLBFGS:
             "owned_blocks": list(self.owned),
         }
         for b in self.owned:
-            state.update(encode_block(self._xp, f"block{b}.", self._blocks[b]))
+            state.update(encode_block(self._xp, f"block{b}.", self._blocks[b], copy))
         return state
 
     @exclusive

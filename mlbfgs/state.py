@@ -44,8 +44,11 @@ _ARRAYS = (
 _COUNTERS = ("pairs_pushed", "pairs_rejected", "skipped_steps")
 
 
-def encode_block(xp: Namespace, prefix: str, block: BlockState) -> dict[str, Any]:
-    """The block's state as ``{prefix + key: array or scalar}`` (arrays are copies)."""
+def encode_block(
+    xp: Namespace, prefix: str, block: BlockState, copy: bool = True
+) -> dict[str, Any]:
+    """The block's state as ``{prefix + key: array or scalar}`` (arrays are copies, or
+    the block's own arrays with ``copy=False``)."""
     averages = block.averages
     vectors = {
         "averages.theta": averages.theta if averages else None,
@@ -56,13 +59,13 @@ def encode_block(xp: Namespace, prefix: str, block: BlockState) -> dict[str, Any
     }
     history = block.history
     state: dict[str, Any] = {
-        prefix + key: xp.asarray(value, copy=True)
+        prefix + key: xp.asarray(value, copy=copy)
         for key, value in vectors.items()
         if value is not None
     }
-    state[prefix + "history.pairs"] = xp.asarray(history.pairs, copy=True)
-    state[prefix + "history.s_dot_y"] = xp.asarray(history.s_dot_y, copy=True)
-    state[prefix + "history.y_dot_y"] = xp.asarray(history.y_dot_y, copy=True)
+    state[prefix + "history.pairs"] = xp.asarray(history.pairs, copy=copy)
+    state[prefix + "history.s_dot_y"] = xp.asarray(history.s_dot_y, copy=copy)
+    state[prefix + "history.y_dot_y"] = xp.asarray(history.y_dot_y, copy=copy)
     state[prefix + "history.order"] = [int(slot) for slot in history.order]
     for name in _COUNTERS:
         state[prefix + "stats." + name] = int(getattr(block.stats, name))

@@ -6,17 +6,29 @@ engine updates the parameters in place through ``p.detach()`` views (no autograd
 involvement) and reads ``p.grad``; the group's hyperparameters are read at every step, so
 ``torch.optim.lr_scheduler`` (which writes ``group["lr"]``) works unchanged.
 
-Missing gradients: a parameter whose ``grad`` is ``None`` contributes a zero gradient to
-its block, so ``zero_grad(set_to_none=True)`` and ``zero_grad(set_to_none=False)`` give
-bitwise the same trajectory. A param group in which *no* parameter has a gradient is
-skipped: nothing of it changes and its step count does not advance. Do not hand frozen
-parameters (``requires_grad=False``) to the optimizer inside a group that trains: weight
-decay, momentum and the curvature of their block would still move them.
+The engines' state is laid out in ``optimizer.state`` (``mlbfgs.torch_state``), so
+torch's own state machinery carries it: ``state_dict`` and its hooks, ``load_state_dict``
+with its casting, ``copy.deepcopy``, pickling, ``torch.distributed.checkpoint``.
+
+Missing gradients, as in torch.optim: a parameter whose ``grad`` is ``None`` is not moved
+(one process). Its entries of its block count as a zero gradient (plus weight decay) in
+the block's curvature statistics and momentum, so its neighbours in the block still step
+as before; a param group in which *no* parameter has a gradient is skipped altogether
+(its step count does not advance). With a communicator another rank may hold a gradient
+for it, so there it moves with its block.
+
+``torch.compile``: the step is excluded from compilation (``torch.compiler.disable``); a
+compiled training step breaks its graph there and runs the step eagerly. The step reads
+one value back from the device per step (the finiteness certificate) and branches on the
+curvature history in Python, and under inductor an in-place average followed by a copy
+of it in one graph aliased the copy (every curvature pair was then rejected).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,46 +39,38 @@ from .comm import Communicator
 from .core import MLBFGSConfig
 from .core.config import Averaging, PairTiming, Preset, StepNorm
 from .guard import exclusive
+from .torch_state import engine_state, gather_every_rank, param_state
 from .validation import check_lr
 
 __all__ = ["MLBFGS"]
 
 # Group hyperparameters handed to the engine's configuration at every step.
-_CONFIG_KEYS = (
-    "history",
-    "update_every",
-    "hessian_momentum",
-    "tau0",
-    "sigma_low",
-    "sigma_high",
-    "damping",
-    "momentum",
-    "weight_decay",
-    "warmup",
-    "step_norm",
-    "pair_momentum",
-    "averaging",
-    "restart_grad_average",
-    "pair_timing",
-)
+_CONFIG_KEYS = tuple(field.name for field in dataclasses.fields(MLBFGSConfig))
 # Fixed once the engine exists: they shape its state.
 _STRUCTURAL_KEYS = ("history", "blocks")
-_ENGINES_KEY = "mlbfgs_engines"
+_OLD_ENGINES_KEY = "mlbfgs_engines"  # the state_dict layout before optimizer.state held it
 
 
 class MLBFGS(torch.optim.Optimizer):
     """Momentum-based, damped, block-diagonal stochastic L-BFGS for torch models.
 
     The hyperparameters are those of :class:`mlbfgs.MLBFGS`, ``preset`` included; each
-    one except ``comm``, ``average_grads``, ``on_nonfinite`` and ``preset`` may also be set
-    per param group (the preset only fills in the defaults). ``blocks`` partitions each
-    group's parameters (indices within the group).
+    one except ``comm``, ``average_grads``, ``on_nonfinite``, ``preset`` and
+    ``full_state_dict`` may also be set per param group (the preset only fills in the
+    defaults). ``blocks`` partitions each group's parameters (indices within the group).
+    ``lr`` may be a float or a one-element tensor; ``maximize=True`` ascends.
+
+    With a communicator of several ranks, ``state_dict()`` is a collective (call it on
+    every rank) that returns the whole state on every rank, so that rank 0 alone may save
+    it and every rank may load it (each adopts the blocks it owns); with
+    ``full_state_dict=False`` it returns this rank's blocks only and communicates nothing
+    (for per-rank files).
     """
 
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float = 0.1,
+        lr: float | torch.Tensor = 0.1,
         history: int = 10,
         update_every: int = 50,
         hessian_momentum: float = 0.999,
@@ -88,10 +92,16 @@ class MLBFGS(torch.optim.Optimizer):
         restart_grad_average: bool | None = None,
         pair_timing: PairTiming | None = None,
         preset: Preset | None = None,
+        maximize: bool = False,
+        full_state_dict: bool = True,
     ) -> None:
-        if callable(lr) or isinstance(lr, torch.Tensor):
-            raise TypeError("lr must be a float; use torch.optim.lr_scheduler for schedules")
-        check_lr(lr)
+        if callable(lr):
+            raise TypeError("lr must be a number; use torch.optim.lr_scheduler for schedules")
+        check_lr(_as_float(lr))
+        if not isinstance(maximize, bool) or not isinstance(full_state_dict, bool):
+            raise TypeError(
+                f"maximize and full_state_dict must be bools, got {maximize!r}, {full_state_dict!r}"
+            )
         # The preset fills in the step-control options not given; groups store the result.
         config = MLBFGSConfig.from_preset(
             preset,
@@ -115,13 +125,19 @@ class MLBFGS(torch.optim.Optimizer):
             "lr": lr,
             **{key: getattr(config, key) for key in _CONFIG_KEYS},
             "blocks": blocks,
+            "maximize": maximize,
         }
         self._comm = comm
         self._average_grads = average_grads
         self._on_nonfinite = on_nonfinite
+        self._full_state_dict = full_state_dict
         self._engines: list[engine_module.MLBFGS] = []
         self._structure: list[dict[str, Any]] = []  # each engine's _STRUCTURAL_KEYS values
         super().__init__(params, defaults)
+        # Ours run first: later hooks see the whole state, and the engines adopt a loaded
+        # state before anything can read it.
+        self.register_state_dict_post_hook(_gather_state, prepend=True)
+        self.register_load_state_dict_post_hook(_adopt_loaded_state, prepend=True)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group (as ``torch.optim.Optimizer`` does) and build its engine."""
@@ -142,7 +158,7 @@ class MLBFGS(torch.optim.Optimizer):
                 raise TypeError(f"param {i} of a group has dtype {p.dtype}; needs floating point")
         return engine_module.MLBFGS(
             [p.detach() for p in group["params"]],
-            lr=check_lr(group["lr"]),
+            lr=check_lr(_as_float(group["lr"])),
             blocks=group["blocks"],
             comm=self._comm,
             average_grads=self._average_grads,
@@ -179,6 +195,7 @@ class MLBFGS(torch.optim.Optimizer):
                 )
         return (engine.config if config == engine.config else config), lr, views
 
+    @torch.compiler.disable  # see the module docstring
     @torch.no_grad()
     @exclusive
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -200,10 +217,12 @@ class MLBFGS(torch.optim.Optimizer):
         for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
             if not distributed and all(p.grad is None for p in group["params"]):
                 continue
-            grads = [
-                torch.zeros_like(p) if p.grad is None else _dense(p.grad, index, i).detach()
+            grads: list[torch.Tensor | None] = [
+                None if p.grad is None else _dense(p.grad, index, i).detach()
                 for i, p in enumerate(group["params"])
             ]
+            if group["maximize"]:
+                grads = [None if g is None else torch.neg(g) for g in grads]
             engine.config, engine.lr, engine.params = inputs[index]
             try:
                 prepared.append(engine.prepare(grads))
@@ -224,51 +243,139 @@ class MLBFGS(torch.optim.Optimizer):
         """The per-group :class:`mlbfgs.MLBFGS` engines (read-only view)."""
         return tuple(self._engines)
 
-    def state_dict(self) -> dict[str, Any]:
-        """torch's ``state_dict`` plus each group's engine state under ``"mlbfgs_engines"``.
+    # -- optimizer.state: a view of the engines' state ----------------------------------
 
-        Engine states hold tensors, ints, floats and lists only, so ``torch.save`` and
-        ``torch.load(weights_only=True)`` round-trip it; ``map_location`` may move it.
-        """
-        state = super().state_dict()
-        state[_ENGINES_KEY] = [engine.state_dict() for engine in self._engines]
+    @property
+    def state(self) -> defaultdict[torch.Tensor, dict[str, Any]]:
+        """torch's per-parameter state, laid out from the engines when read (its tensors
+        are views of theirs; see ``mlbfgs.torch_state``)."""
+        layout: defaultdict[torch.Tensor, dict[str, Any]] = self.__dict__["_param_state"]
+        if self.__dict__.get("_engines"):
+            layout.clear()
+            for group, engine in zip(self.param_groups, self._engines, strict=True):
+                flat = engine.state_dict(copy=False)
+                for p, entries in zip(group["params"], param_state(engine, flat), strict=True):
+                    if entries:
+                        layout[p] = entries
+        return layout
+
+    @state.setter
+    def state(self, value: defaultdict[torch.Tensor, dict[str, Any]]) -> None:
+        self.__dict__["_param_state"] = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._comm is not None and self._comm.size > 1:
+            raise TypeError(
+                "a distributed mlbfgs.torch.MLBFGS cannot be copied or pickled (each rank "
+                "holds only its own blocks); save state_dict() instead"
+            )
+        state = super().__getstate__()
+        state.update(
+            _average_grads=self._average_grads,
+            _on_nonfinite=self._on_nonfinite,
+            _full_state_dict=self._full_state_dict,
+        )
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        param_state_ = state.pop("state", defaultdict(dict))
+        super().__setstate__(state)
+        self.__dict__["_param_state"] = param_state_
+        if "_engines" not in self.__dict__:  # unpickled or deep-copied: build the engines
+            self._comm = None
+            self._engines, self._structure = [], []
+            for group in self.param_groups:
+                self._engines.append(self._build_engine(group))
+                self._structure.append(copy.deepcopy({k: group[k] for k in _STRUCTURAL_KEYS}))
+            self._adopt_loaded_state()
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    @exclusive
+    def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict``, with the engines' state in ``"state"``.
+
+        It holds tensors, ints, floats and lists only, so ``torch.save`` and
+        ``torch.load(weights_only=True)`` round-trip it; ``map_location`` may move it. With
+        several ranks, see the class docstring.
+        """
+        return super().state_dict()
+
+    def _gather_state(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """state_dict post-hook: with several ranks, every rank's blocks on every rank."""
+        if self._comm is None or self._comm.size == 1 or not self._full_state_dict:
+            return state_dict
+        state_dict["state"] = gather_every_rank(self._comm, state_dict["state"])
+        return state_dict
+
+    @exclusive
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a ``state_dict``; engine tensors move to the parameters' device.
+        """Restore a ``state_dict`` (also one of an earlier mlbfgs version, whose engine
+        states sat under ``"mlbfgs_engines"``); tensors are cast to the parameters' dtype
+        and moved to their device, as torch.optim does.
 
         Everything is checked before anything changes: a failed load leaves the optimizer
         as it was.
         """
-        if not isinstance(state_dict, Mapping) or _ENGINES_KEY not in state_dict:
-            raise KeyError(f"state_dict has no {_ENGINES_KEY!r}; is it from mlbfgs.torch.MLBFGS?")
-        engines_state = state_dict[_ENGINES_KEY]
-        if not isinstance(engines_state, list) or len(engines_state) != len(self._engines):
-            raise ValueError(
-                f"state_dict[{_ENGINES_KEY!r}] must hold {len(self._engines)} engine states, "
-                f"one per param group"
-            )
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         saved_groups = state_dict.get("param_groups", [])
         for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=False)):
             for key in _STRUCTURAL_KEYS:
-                if saved.get(key) != group[key]:
+                if key not in saved:
+                    raise KeyError(
+                        f"state_dict param_groups[{index}] has no {key!r}; is it from "
+                        "mlbfgs.torch.MLBFGS?"
+                    )
+                if saved[key] != group[key]:
                     raise ValueError(
                         f"state_dict param_groups[{index}][{key!r}] is {saved.get(key)!r}, "
                         f"this optimizer has {group[key]!r}"
                     )
-        backup = [engine.state_dict() for engine in self._engines]
-        loaded = 0
+        engines_backup = [engine.state_dict() for engine in self._engines]
+        groups_backup = [dict(group) for group in self.param_groups]
+        self._old_format = state_dict.get(_OLD_ENGINES_KEY)
         try:
-            for engine, state in zip(self._engines, engines_state, strict=True):
-                engine.load_state_dict(state)
-                loaded += 1
             super().load_state_dict(
-                {key: value for key, value in state_dict.items() if key != _ENGINES_KEY}
+                {key: value for key, value in state_dict.items() if key != _OLD_ENGINES_KEY}
             )
         except Exception:
-            for engine, state in zip(self._engines[:loaded], backup, strict=False):
-                engine.load_state_dict(state)
+            for engine, backup in zip(self._engines, engines_backup, strict=True):
+                engine.load_state_dict(backup)
+            for group, backup in zip(self.param_groups, groups_backup, strict=False):
+                group.clear()
+                group.update(backup)
             raise
+        finally:
+            self._old_format = None
+
+    def _adopt_loaded_state(self) -> None:
+        """load_state_dict post-hook: each engine adopts its group's loaded state."""
+        loaded = self.__dict__["_param_state"]
+        old = self.__dict__.get("_old_format")
+        for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
+            for key in ("maximize",):  # groups saved before these keys existed
+                group.setdefault(key, self.defaults[key])
+            try:
+                if old is not None:
+                    flat = old[index]
+                else:
+                    entries = [loaded.get(p, {}) for p in group["params"]]
+                    flat = engine_state(engine, group["params"], entries)
+                engine.load_state_dict(flat)
+            except (KeyError, TypeError, ValueError) as error:
+                raise type(error)(f"param_groups[{index}]: {error}") from None
+
+
+def _gather_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    assert isinstance(optimizer, MLBFGS)
+    return optimizer._gather_state(state_dict)
+
+
+def _adopt_loaded_state(optimizer: torch.optim.Optimizer) -> None:
+    assert isinstance(optimizer, MLBFGS)
+    optimizer._adopt_loaded_state()
 
 
 def _as_float(value: object) -> object:

@@ -39,6 +39,7 @@ EXPECTED = [
     "nonfinite",
     "torch_tensors",
     "torch_optimizer",
+    "torch_rank0_checkpoint",
 ]
 
 
@@ -155,7 +156,7 @@ def _check_launch(reports: list[dict[str, Any]], expected: list[str]) -> None:
 
 
 def test_mpi_on_4_ranks_equals_one_process_and_saves(mpi4: list[dict[str, Any]]) -> None:
-    _check_launch(mpi4, [*EXPECTED[:-2], "save", "datatypes"])
+    _check_launch(mpi4, [*EXPECTED[:-3], "save", "datatypes"])
 
 
 def test_mpi_on_2_ranks_equals_one_process_and_resumes_a_4_rank_checkpoint(

@@ -17,11 +17,12 @@ import mlbfgs  # noqa: E402
 import mlbfgs.torch as mt  # noqa: E402
 
 
-def test_missing_gradient_is_exactly_zero() -> None:
-    """An unused parameter, with weight decay, in a block with used ones: the optimizer
-    must move it exactly as the engine does when fed an explicit zero gradient (a
-    constant other than zero, or any other fill, changes the trajectory). Alone in its
-    block without weight decay, it must not move at all."""
+def test_missing_gradient_is_exactly_zero_and_its_parameter_stays() -> None:
+    """An unused parameter, with weight decay, in a block with used ones: it does not move
+    (as in torch.optim), and the rest of its block moves exactly as the engine does when
+    fed an explicit zero gradient for it and the parameter is put back after each step (a
+    fill other than zero changes the trajectory). Alone in its block without weight decay,
+    it does not move either."""
     data = batches(12)
     model, twin = make_model(), make_model()
     unused, twin_unused = (torch.nn.Parameter(torch.linspace(1.0, 2.0, 4)) for _ in range(2))
@@ -45,9 +46,12 @@ def test_missing_gradient_is_exactly_zero() -> None:
         loss_of(twin, batch).backward()
         grads = [p.grad for p in twin.parameters()] + [torch.zeros(4)]
         engine.step(grads)
+        with torch.no_grad():
+            twin_unused.copy_(torch.linspace(1.0, 2.0, 4))
     for p, q in zip([*model.parameters(), unused], params, strict=True):
         assert torch.equal(p.detach(), q.detach())
-    assert not torch.equal(unused.detach(), torch.linspace(1.0, 2.0, 4))  # it did move
+    assert torch.equal(unused.detach(), torch.linspace(1.0, 2.0, 4))  # it did not move
+    assert not torch.equal(next(model.parameters()).detach(), next(make_model().parameters()))
     assert torch.equal(alone.detach(), torch.zeros(3))
     assert opt.engines[1].step_count == len(data)
 
@@ -88,9 +92,10 @@ def test_failed_load_rolls_back_groups_already_loaded(fault: str) -> None:
     train(other_model, other, batches(3))
     saved = other.state_dict()
     if fault == "second engine":  # group 0 loads, group 1 fails
-        state = dict(saved["mlbfgs_engines"][1])
-        state["block0.history.pairs"] = state["block0.history.pairs"].double()
-        saved["mlbfgs_engines"] = [saved["mlbfgs_engines"][0], state]
+        first = saved["param_groups"][1]["params"][0]  # its block's state sits there
+        entries = dict(saved["state"][first])
+        entries["block.history.pairs"] = entries["block.history.pairs"][:-1]
+        saved["state"] = {**saved["state"], first: entries}
         error, match = ValueError, "history.pairs"
     else:  # both engines load, then torch's own load_state_dict fails
         groups = [dict(group) for group in saved["param_groups"]]
@@ -98,7 +103,7 @@ def test_failed_load_rolls_back_groups_already_loaded(fault: str) -> None:
         saved["param_groups"] = groups
         error, match = ValueError, "size"
     before = engine_states(opt)
-    assert before[0]["step"] != saved["mlbfgs_engines"][0]["step"]  # a load would show
+    assert before[0]["step"] != saved["state"][0]["group.step"]  # a load would show
     with pytest.raises(error, match=match):
         opt.load_state_dict(saved)
     assert_same_states(before, engine_states(opt))

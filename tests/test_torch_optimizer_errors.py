@@ -17,15 +17,17 @@ def test_failed_load_changes_nothing() -> None:
     train(model, opt, batches(6))
     other = mt.MLBFGS(make_model().parameters(), lr=0.05, **{**HYPER, "history": 4})
     train(make_model(), other, batches(3))
-    before = opt.state_dict()
+    before = opt.engines[0].state_dict()
+    groups = [dict(group) for group in opt.param_groups]
     with pytest.raises(ValueError, match="history"):
         opt.load_state_dict(other.state_dict())
-    with pytest.raises(KeyError, match="mlbfgs_engines"):
+    with pytest.raises(KeyError, match="is it from mlbfgs.torch.MLBFGS"):
         opt.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
-    after = opt.state_dict()
-    assert after["mlbfgs_engines"][0].keys() == before["mlbfgs_engines"][0].keys()
-    for key, value in before["mlbfgs_engines"][0].items():
-        other_value = after["mlbfgs_engines"][0][key]
+    assert [dict(group) for group in opt.param_groups] == groups
+    after = opt.engines[0].state_dict()
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        other_value = after[key]
         assert (
             torch.equal(value, other_value)
             if isinstance(value, torch.Tensor)
@@ -75,13 +77,13 @@ def test_raise_with_several_groups_changes_no_group() -> None:
         p.grad = torch.ones_like(p)
     opt.step()
     before = [p.detach().clone() for p in [*first.parameters(), *second.parameters()]]
-    state = opt.state_dict()["mlbfgs_engines"]
+    state = [engine.state_dict() for engine in opt.engines]
     second.bias.grad = torch.tensor([float("nan")])
     with pytest.raises(FloatingPointError, match=r"param_groups\[1\]"):
         opt.step()
     for old, p in zip(before, [*first.parameters(), *second.parameters()], strict=True):
         assert torch.equal(old, p.detach())
-    for old, new in zip(state, opt.state_dict()["mlbfgs_engines"], strict=True):
+    for old, new in zip(state, [engine.state_dict() for engine in opt.engines], strict=True):
         assert old["step"] == new["step"] == 1
 
 

@@ -290,6 +290,53 @@ class Checks:
         )
         assert all(d == digests[0] for d in digests), "ranks' parameters differ"
 
+    def torch_rank0_checkpoint(self) -> None:
+        """mlbfgs.torch.MLBFGS(comm=...): rank 0 alone saves state_dict() (every block, on
+        every rank), every rank loads it into a fresh optimizer and continues bitwise."""
+        import torch
+
+        import mlbfgs.torch as mt
+
+        def data(t: int) -> tuple[Any, Any]:
+            gen = torch.Generator().manual_seed(t)
+            x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
+            return x, torch.randn(8, 3, generator=gen, dtype=torch.float64)
+
+        def train(net: Any, opt: Any, steps: range) -> None:
+            for t in steps:
+                x, y = data(t)
+                opt.zero_grad(set_to_none=True)
+                ((net(x) - y) ** 2).mean().backward()
+                opt.step()
+
+        def make() -> tuple[Any, Any]:
+            torch.manual_seed(0)
+            net = torch.nn.Sequential(
+                torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
+            ).double()
+            return net, mt.MLBFGS(
+                net.parameters(), lr=0.05, history=3, update_every=2, comm=self.comm
+            )
+
+        path = Path(self.args.out) / "torch-optimizer.pt"
+        net, opt = make()
+        train(net, opt, range(1, 9))
+        saved = opt.state_dict()
+        if self.rank == 0:
+            torch.save({"net": net.state_dict(), "opt": saved}, path)
+        self.comm.allgather_object(None)
+        train(net, opt, range(9, 17))
+        twin, opt2 = make()
+        checkpoint = torch.load(path, weights_only=True)
+        twin.load_state_dict(checkpoint["net"])
+        opt2.load_state_dict(checkpoint["opt"])
+        train(twin, opt2, range(9, 17))
+        same_bits(
+            [p.detach().numpy() for p in net.parameters()],
+            [p.detach().numpy() for p in twin.parameters()],
+            "resumed from rank 0's file",
+        )
+
     def save(self) -> None:
         """Run, save per rank, continue: the continuation is what a resume must reproduce."""
         before, after = CHECKPOINT_STEPS
@@ -356,6 +403,7 @@ def main() -> None:
     if args.torch:
         checks.check("torch_tensors", checks.torch_tensors)
         checks.check("torch_optimizer", checks.torch_optimizer)
+        checks.check("torch_rank0_checkpoint", checks.torch_rank0_checkpoint)
     if args.comm == "mpi":
         checks.check("datatypes", checks.datatypes)
     if args.save:

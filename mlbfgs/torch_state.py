@@ -1,0 +1,122 @@
+"""Where ``mlbfgs.torch.MLBFGS`` keeps its engines' state inside ``optimizer.state``.
+
+torch's own machinery works on ``optimizer.state``, a dict from each parameter to a dict
+of its state: ``state_dict`` / ``load_state_dict`` with their hooks and their casting to
+the parameters' dtype and device, ``copy.deepcopy``, pickling, and
+``torch.distributed.checkpoint``. So each param group's engine state is laid out there:
+
+- under every parameter: its slices of the block's vectors (``averages.theta``,
+  ``averages.grad``, ``averages.snapshot_theta``, ``averages.snapshot_grad``,
+  ``momentum_buffer``), shaped like the parameter;
+- under the first parameter of each block: ``block.history.pairs``, the Gram matrices
+  ``block.history.s_dot_y`` / ``block.history.y_dot_y`` as lists of floats (they are float64
+  whatever the parameters' dtype, and ``load_state_dict`` would cast a tensor), the slot
+  order ``block.history.order`` and the counters ``block.stats.*``;
+- under the first parameter of the group: ``group.step`` and ``group.partition`` (the
+  blocks, as lists of parameter indices within the group).
+
+The engines stay the source of truth: :func:`param_state` lays out their state without
+copies (tensors are views), and :func:`engine_state` turns a (loaded) layout back into
+the flat dict that :meth:`mlbfgs.MLBFGS.load_state_dict` checks and adopts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .comm import Communicator
+from .optimizer import MLBFGS as Engine
+from .state import FORMAT_VERSION
+
+GROUP = "group."
+BLOCK = "block."
+VECTORS = (
+    "averages.theta",
+    "averages.grad",
+    "averages.snapshot_theta",
+    "averages.snapshot_grad",
+    "momentum_buffer",
+)
+GRAMS = ("history.s_dot_y", "history.y_dot_y")
+
+
+def param_state(engine: Engine, flat: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per parameter of the group, its state, from the engine's ``flat`` state dict
+    (``engine.state_dict(copy=False)``: the tensors returned are views of the engine's)."""
+    state: list[dict[str, Any]] = [{} for _ in engine.params]
+    state[0][GROUP + "step"] = int(flat["step"])
+    state[0][GROUP + "partition"] = [list(layout.indices) for layout in engine.layouts]
+    for b in engine.owned:
+        layout, prefix = engine.layouts[b], f"block{b}."
+        head = state[layout.indices[0]]
+        for key, value in flat.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :]
+            if name in VECTORS:
+                offset = 0
+                for i, shape, size in zip(layout.indices, layout.shapes, layout.sizes, strict=True):
+                    state[i][name] = value[offset : offset + size].view(shape)
+                    offset += size
+            elif name in GRAMS:
+                head[BLOCK + name] = value.tolist()
+            else:
+                head[BLOCK + name] = value
+    return state
+
+
+def engine_state(
+    engine: Engine, params: Sequence[torch.Tensor], state: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The flat state dict of ``engine`` from the per-parameter ``state`` of its group.
+
+    Raises ``KeyError`` naming what is missing; values are checked by the engine's own
+    ``load_state_dict``.
+    """
+    first = state[0]
+    if GROUP + "partition" not in first:
+        raise KeyError("group.partition (the group's first parameter has no mL-BFGS state)")
+    partition = [[int(i) for i in block] for block in first[GROUP + "partition"]]
+    flat: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "step": first[GROUP + "step"],
+        "history": engine.config.history,
+        "partition.indices": [i for block in partition for i in block],
+        "partition.sizes": [len(block) for block in partition],
+        "param_sizes": [p.numel() for p in params],
+    }
+    for b, indices in enumerate(partition):
+        if not all(0 <= i < len(state) for i in indices):
+            raise KeyError(f"group.partition names parameters outside the group: {partition}")
+        head, prefix = state[indices[0]], f"block{b}."
+        for key, value in head.items():
+            if not key.startswith(BLOCK):
+                continue
+            name = key[len(BLOCK) :]
+            if name in GRAMS:
+                value = torch.as_tensor(value, dtype=torch.float64, device=params[0].device)
+            flat[prefix + name] = value
+        for name in VECTORS:
+            if all(name in state[i] for i in indices):
+                flat[prefix + name] = torch.cat([state[i][name].reshape(-1) for i in indices])
+    return flat
+
+
+def gather_every_rank(
+    comm: Communicator, state: Mapping[int, Mapping[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """Every rank's ``state`` (torch's packed ``"state"``, keyed by parameter index) merged:
+    each rank holds its own blocks, so together they hold all. A collective; tensors
+    arrive on the CPU (``load_state_dict`` moves them to the parameters' device)."""
+    mine = {
+        index: {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+        for index, s in state.items()
+    }
+    merged: dict[int, dict[str, Any]] = {}
+    for theirs in comm.allgather_object(mine):
+        for index, entries in theirs.items():
+            merged.setdefault(index, {}).update(entries)
+    return dict(sorted(merged.items()))
