@@ -196,3 +196,38 @@ def test_weight_decay_is_added_for_every_value(weight_decay: float) -> None:
     opt.step([np.array([1.0, 1.0, 1.0])])
     expected = np.array([1.0, -2.0, 4.0]) - 0.25 * (1.0 + weight_decay * np.array([1.0, -2.0, 4.0]))
     np.testing.assert_array_equal(params[0], expected)
+
+
+def test_step_control_options_are_checked_by_name() -> None:
+    params = [np.ones(3)]
+    for kwargs, match in [
+        (
+            {"step_norm": "length"},
+            r"step_norm must be one of \('none', 'gradient', 'unit'\), got 'length'",
+        ),
+        ({"pair_momentum": 1.0}, r"pair_momentum must be in \[0, 1\), got 1.0"),
+        ({"pair_momentum": -0.1}, r"pair_momentum must be in \[0, 1\)"),
+        ({"averaging": "median"}, r"averaging must be one of \('mean', 'sum'\), got 'median'"),
+        ({"pair_timing": "later"}, r"pair_timing must be one of"),
+        ({"restart_grad_average": 1}, r"restart_grad_average must be a bool, got 1"),
+        ({"preset": "fast"}, r"preset must be None, 'paper' or 'released', got 'fast'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            mlbfgs.MLBFGS(params, **kwargs)
+    with pytest.raises(TypeError, match=r"unknown hyperparameters \['speed'\]"):
+        mlbfgs.MLBFGSConfig.from_preset(None, speed=1.0)
+
+
+@pytest.mark.parametrize("step_norm", ["gradient", "unit"])
+def test_a_zero_gradient_takes_no_step_under_the_step_norms(step_norm: str) -> None:
+    """H 0 = 0: a rescaled zero direction stays zero (no 0/0) and the parameters stay."""
+    params = [np.array([1.0, -2.0, 0.5])]
+    opt = mlbfgs.MLBFGS(
+        params, lr=0.1, update_every=1, history=2, momentum=0.0, step_norm=step_norm
+    )
+    for _ in range(4):
+        opt.step([params[0] * np.array([1.0, 2.0, 3.0])])
+    assert opt.stats()[0]["pairs_stored"] == 2
+    before = params[0].copy()
+    opt.step([np.zeros(3)])
+    np.testing.assert_array_equal(params[0], before)

@@ -65,7 +65,8 @@ class BlockInput:
     projection: Array | None
     """``history.pairs @ g`` if already computed for this step's history, else ``None``."""
     grad_sq: Array | None = None
-    """``g^T g`` if already computed, else ``None``."""
+    """``g^T g``; needed with ``step_norm="gradient"`` (the orchestrator computes it with
+    the step's finiteness probe)."""
 
 
 def is_boundary(t: int, config: MLBFGSConfig) -> bool:
@@ -86,7 +87,6 @@ def algorithm_1(
     scales = direction_scales(  # step control (design §3.7)
         config.step_norm,
         [item.index for item in blocks],
-        [item.g for item in blocks],
         [item.grad_sq for item in blocks],
         directions,
         kernels,

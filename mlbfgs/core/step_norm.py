@@ -33,7 +33,6 @@ BlockSum = Callable[[Mapping[int, Array]], Array]
 def direction_scales(
     step_norm: StepNorm,
     blocks: Sequence[int],
-    grads: Sequence[Array],
     grad_squares: Sequence[Array | None],
     directions: Sequence[Array | None],
     kernels: Kernels,
@@ -42,23 +41,26 @@ def direction_scales(
     """The factor for each block's direction; ``None`` where it stays as it is.
 
     ``directions[i]`` is block ``blocks[i]``'s ``H g``, or ``None`` during its warm-up;
-    ``grad_squares[i]`` its ``g^T g`` if already computed (the orchestrator's finiteness
-    probe includes it, so that a gradient norm that overflows skips the block).
+    ``grad_squares[i]`` its ``g^T g``, needed for ``"gradient"`` (the orchestrator's
+    finiteness probe includes it, so that a gradient norm that overflows skips the block).
     With ``"unit"`` every rank must call this once per step (``sum_over_blocks`` is a
     collective), whether or not it owns preconditioned blocks.
     """
     if step_norm == "none":
         return [None] * len(blocks)
-    pairs = zip(blocks, directions, strict=True)
-    squares = {b: kernels.dot(d, d) for b, d in pairs if d is not None}
+    squares = [None if d is None else kernels.dot(d, d) for d in directions]
     if step_norm == "gradient":
+        if any(
+            gg is None and d is not None for gg, d in zip(grad_squares, directions, strict=True)
+        ):
+            raise ValueError("step_norm='gradient' needs g^T g of every preconditioned block")
         return [
-            None
-            if d is None
-            else _root_ratio(kernels, kernels.dot(g, g) if gg is None else gg, squares[b], d)
-            for b, g, gg, d in zip(blocks, grads, grad_squares, directions, strict=True)
+            None if d is None else _root_ratio(kernels, gg, dd, d)
+            for gg, dd, d in zip(grad_squares, squares, directions, strict=True)
         ]
-    total = sum_over_blocks(squares)
+    total = sum_over_blocks(
+        {b: dd for b, dd in zip(blocks, squares, strict=True) if dd is not None}
+    )
     return [
         None if d is None else _root_ratio(kernels, kernels.xp.ones_like(total), total, d)
         for d in directions
