@@ -116,9 +116,7 @@ class BlockExchange:
             return [self.layouts[b].gather(xp, grads) for b in self.owned]
         flat, local = self._buffers(xp)
         for layout, offset in zip(self.layouts, self.offsets, strict=True):
-            for i, size in zip(layout.indices, layout.sizes, strict=True):
-                flat[offset : offset + size] = xp.reshape(grads[i], (-1,))
-                offset += size
+            layout.gather_into(xp, grads, flat[offset : offset + layout.numel])
         self.comm.reduce_scatter(flat, local, self.counts)
         local /= self.comm.size
         return [self._segment(local, b) for b in self.owned]

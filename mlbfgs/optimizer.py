@@ -30,9 +30,9 @@ from .core import (
     balanced_partition,
     is_boundary,
     skip_step,
-    validate_partition,
 )
 from .core.config import Averaging, PairTiming, Preset, StepNorm, is_count
+from .core.pieces import Piece, balanced_pieces, validate_pieces, whole
 from .core.types import Array
 from .distributed import BlockExchange, construct_together
 from .guard import Guard, exclusive
@@ -166,21 +166,24 @@ class MLBFGS:
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def _partition(self, blocks: int | Sequence[Sequence[int]] | None) -> list[list[int]]:
-        count = len(self.params)
-        if blocks is None:
-            blocks = min(self.comm.size, count)
+    def _partition(self, blocks: int | Sequence[Sequence[Any]] | None) -> list[list[Piece]]:
+        """The blocks as pieces (see ``mlbfgs.core.pieces``)."""
+        count, sizes = len(self.params), [numel(p.shape) for p in self.params]
         if isinstance(blocks, bool):
             raise TypeError("blocks must be None, an int or a list of index lists, not a bool")
-        if is_count(blocks):
-            return balanced_partition([numel(p.shape) for p in self.params], int(blocks))
+        if blocks is None:  # one block per rank, equal in elements (tensors split as needed)
+            if self.comm.size == 1:
+                return [whole(range(count), sizes)]
+            return balanced_pieces(sizes, self.comm.size)
+        if is_count(blocks):  # k blocks of whole tensors ("layers"), balanced by size
+            return [whole(group, sizes) for group in balanced_partition(sizes, int(blocks))]
         if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
             raise TypeError(f"blocks must be None, an int or a list of index lists, got {blocks!r}")
-        return validate_partition(blocks, count)
+        return validate_pieces(blocks, sizes)
 
-    def _use_partition(self, partition: list[list[int]]) -> None:
+    def _use_partition(self, partition: list[list[Piece]]) -> None:
         """Lay out the blocks and assign them to ranks (contiguous runs, balanced by size)."""
-        layouts = [BlockLayout.of(b, idx, self.params) for b, idx in enumerate(partition)]
+        layouts = [BlockLayout.of(b, pieces, self.params) for b, pieces in enumerate(partition)]
         self._exchange = BlockExchange(self.comm, layouts, self.params)
 
     @property
@@ -205,7 +208,7 @@ class MLBFGS:
             "parameter_count": len(self.params),
             "shapes": [tuple(int(d) for d in p.shape) for p in self.params],
             "dtypes": [str(p.dtype) for p in self.params],
-            "blocks": [list(layout.indices) for layout in self.layouts],
+            "blocks": [list(layout.pieces) for layout in self.layouts],
         }
 
     @property
@@ -406,11 +409,20 @@ class MLBFGS:
                 )
             if self._default_blocks:
                 saved = saved_partition(state)
-                if saved != [list(layout.indices) for layout in layouts]:
-                    partition = validate_partition(saved, len(self.params))
-                    layouts = [BlockLayout.of(b, i, self.params) for b, i in enumerate(partition)]
+                if saved != [list(layout.pieces) for layout in layouts]:
+                    sizes = [numel(p.shape) for p in self.params]
+                    partition = validate_pieces(saved, sizes)
+                    layouts = [BlockLayout.of(b, q, self.params) for b, q in enumerate(partition)]
                     exchange = BlockExchange(self.comm, layouts, self.params)
+            partition = [list(layout.pieces) for layout in layouts]
+            if saved_partition(state) != partition:
+                raise ValueError(
+                    f"state's partition (blocks) is {saved_partition(state)}, this optimizer "
+                    f"has {partition}"
+                )
             for key, expected in self._structure(layouts).items():
+                if key.startswith("partition."):
+                    continue  # compared above, whichever way it was saved
                 if as_ints(state[key], key) != as_ints(expected, key):
                     raise ValueError(
                         f"state[{key!r}] is {as_ints(state[key], key)}, this optimizer has "
@@ -441,8 +453,8 @@ class MLBFGS:
         layouts = self.layouts if layouts is None else layouts
         return {
             "history": self.config.history,
-            "partition.indices": [i for layout in layouts for i in layout.indices],
-            "partition.sizes": [len(layout.indices) for layout in layouts],
+            "partition.pieces": [v for layout in layouts for piece in layout.pieces for v in piece],
+            "partition.sizes": [len(layout.pieces) for layout in layouts],
             "param_sizes": [numel(p.shape) for p in self.params],
         }
 

@@ -172,17 +172,29 @@ def _form(xp: Namespace, history: CurvatureHistory, prefix: str) -> Any:
     return form
 
 
-def saved_partition(state: Mapping[str, Any]) -> list[list[int]]:
-    """The blocks a state was saved with (``partition.indices`` split by ``.sizes``)."""
-    indices = as_ints(state["partition.indices"], "partition.indices")
+def saved_partition(state: Mapping[str, Any]) -> list[list[tuple[int, int, int]]]:
+    """The blocks a state was saved with, as pieces ``(index, start, stop)``:
+    ``partition.pieces`` (three ints a piece) split by ``partition.sizes`` (pieces a block);
+    a state saved before blocks could split a tensor has whole-tensor ``partition.indices``."""
     sizes = as_ints(state["partition.sizes"], "partition.sizes")
-    if any(n < 1 for n in sizes) or sum(sizes) != len(indices):
+    if "partition.pieces" in state:
+        flat = as_ints(state["partition.pieces"], "partition.pieces")
+        pieces = [(flat[k], flat[k + 1], flat[k + 2]) for k in range(0, len(flat) - 2, 3)]
+        if len(flat) % 3:
+            raise ValueError("state['partition.pieces'] must hold three integers a piece")
+    else:
+        numels = as_ints(state["param_sizes"], "param_sizes")
+        indices = as_ints(state["partition.indices"], "partition.indices")
+        if any(not 0 <= i < len(numels) for i in indices):
+            raise ValueError(f"state['partition.indices'] names parameters outside {numels}")
+        pieces = [(i, 0, numels[i]) for i in indices]
+    if any(n < 1 for n in sizes) or sum(sizes) != len(pieces):
         raise ValueError(
             f"state['partition.sizes'] is {sizes}, which does not split the "
-            f"{len(indices)} entries of state['partition.indices']"
+            f"{len(pieces)} pieces of state's partition"
         )
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
-    return [indices[a : a + n] for a, n in zip(starts, sizes, strict=True)]
+    return [pieces[a : a + n] for a, n in zip(starts, sizes, strict=True)]
 
 
 def integer(value: Any, key: str) -> int:

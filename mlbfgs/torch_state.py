@@ -7,13 +7,15 @@ the parameters' dtype and device, ``copy.deepcopy``, pickling, and
 
 - under every parameter: its slices of the block's vectors (``averages.theta``,
   ``averages.grad``, ``averages.snapshot_theta``, ``averages.snapshot_grad``,
-  ``momentum_buffer``), shaped like the parameter;
+  ``momentum_buffer``), shaped like the parameter; a parameter split across blocks
+  (several ranks) has flat slices ``name@start`` instead, one per piece;
 - under the first parameter of each block: ``block.history.pairs``, the Gram matrices
   ``block.history.s_dot_y`` / ``block.history.y_dot_y`` as lists of floats (they are float64
   whatever the parameters' dtype, and ``load_state_dict`` would cast a tensor), the slot
-  order ``block.history.order`` and the counters ``block.stats.*``;
+  order ``block.history.order`` and the counters ``block.stats.*`` (``block@start.*``
+  when the block starts inside that parameter);
 - under the first parameter of the group: ``group.step`` and ``group.partition`` (the
-  blocks, as lists of parameter indices within the group).
+  blocks, as lists of ``[index, start, stop]`` pieces within the group).
 
 The engines stay the source of truth: :func:`param_state` lays out their state without
 copies (tensors are views), and :func:`engine_state` turns a (loaded) layout back into
@@ -22,6 +24,7 @@ the flat dict that :meth:`mlbfgs.MLBFGS.load_state_dict` checks and adopts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,28 +46,37 @@ VECTORS = (
 GRAMS = ("history.s_dot_y", "history.y_dot_y")
 
 
+def _block_prefix(piece: Sequence[int]) -> str:
+    """Where a block's own entries sit under its first piece's parameter."""
+    return BLOCK if piece[1] == 0 else f"block@{piece[1]}."
+
+
 def param_state(engine: Engine, flat: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per parameter of the group, its state, from the engine's ``flat`` state dict
     (``engine.state_dict(copy=False)``: the tensors returned are views of the engine's)."""
     state: list[dict[str, Any]] = [{} for _ in engine.params]
     state[0][GROUP + "step"] = int(flat["step"])
-    state[0][GROUP + "partition"] = [list(layout.indices) for layout in engine.layouts]
+    state[0][GROUP + "partition"] = [[list(p) for p in layout.pieces] for layout in engine.layouts]
     for b in engine.owned:
         layout, prefix = engine.layouts[b], f"block{b}."
-        head = state[layout.indices[0]]
+        head, head_prefix = state[layout.pieces[0][0]], _block_prefix(layout.pieces[0])
         for key, value in flat.items():
             if not key.startswith(prefix):
                 continue
             name = key[len(prefix) :]
             if name in VECTORS:
                 offset = 0
-                for i, shape, size in zip(layout.indices, layout.shapes, layout.sizes, strict=True):
-                    state[i][name] = value[offset : offset + size].view(shape)
-                    offset += size
+                for (i, start, stop), shape in zip(layout.pieces, layout.shapes, strict=True):
+                    part = value[offset : offset + stop - start]
+                    if (start, stop) == (0, math.prod(shape)):  # the whole parameter
+                        state[i][name] = part.view(shape)
+                    else:
+                        state[i][f"{name}@{start}"] = part
+                    offset += stop - start
             elif name in GRAMS:
-                head[BLOCK + name] = value.tolist()
+                head[head_prefix + name] = value.tolist()
             else:
-                head[BLOCK + name] = value
+                head[head_prefix + name] = value
     return state
 
 
@@ -79,29 +91,36 @@ def engine_state(
     first = state[0]
     if GROUP + "partition" not in first:
         raise KeyError("group.partition (the group's first parameter has no mL-BFGS state)")
-    partition = [[int(i) for i in block] for block in first[GROUP + "partition"]]
+    partition = [
+        [tuple(int(v) for v in piece) for piece in block] for block in first[GROUP + "partition"]
+    ]
     flat: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "step": first[GROUP + "step"],
         "history": engine.config.history,
-        "partition.indices": [i for block in partition for i in block],
+        "partition.pieces": [v for block in partition for piece in block for v in piece],
         "partition.sizes": [len(block) for block in partition],
         "param_sizes": [p.numel() for p in params],
     }
-    for b, indices in enumerate(partition):
-        if not all(0 <= i < len(state) for i in indices):
+    for b, pieces in enumerate(partition):
+        if not all(len(piece) == 3 and 0 <= piece[0] < len(state) for piece in pieces):
             raise KeyError(f"group.partition names parameters outside the group: {partition}")
-        head, prefix = state[indices[0]], f"block{b}."
+        head, prefix = state[pieces[0][0]], _block_prefix(pieces[0])
         for key, value in head.items():
-            if not key.startswith(BLOCK):
+            if not key.startswith(prefix):
                 continue
-            name = key[len(BLOCK) :]
+            name = key[len(prefix) :]
             if name in GRAMS:
                 value = torch.as_tensor(value, dtype=torch.float64, device=params[0].device)
-            flat[prefix + name] = value
+            flat[f"block{b}." + name] = value
         for name in VECTORS:
-            if all(name in state[i] for i in indices):
-                flat[prefix + name] = torch.cat([state[i][name].reshape(-1) for i in indices])
+            parts = [
+                state[i].get(name if (start, stop) == (0, params[i].numel()) else f"{name}@{start}")
+                for i, start, stop in pieces
+            ]
+            present = [part for part in parts if part is not None]
+            if len(present) == len(parts):
+                flat[f"block{b}." + name] = torch.cat([part.reshape(-1) for part in present])
     return flat
 
 

@@ -51,7 +51,7 @@ def counted_run(
             else poisoned_gradient(problem, t, params)
         )
         per_step.append(comm.calls - before)
-    return per_step, params, [list(layout.indices) for layout in opt.layouts]
+    return per_step, params, [list(layout.pieces) for layout in opt.layouts]
 
 
 @pytest.mark.parametrize(

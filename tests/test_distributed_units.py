@@ -169,7 +169,7 @@ def test_single_process_collectives_are_identities() -> None:
 
 
 def test_ranks_beyond_the_blocks_own_nothing() -> None:
-    opt = mlbfgs.MLBFGS(params(), comm=PretendRank(5, 6))
+    opt = mlbfgs.MLBFGS(params(), comm=PretendRank(5, 6), blocks=4)
     assert len(opt.layouts) == 4 and opt.owned == [] and opt.history_bytes() == 0
     assert opt.assignment == [[0], [1], [2], [3], [], []]
     assert not [key for key in opt.state_dict() if key.startswith("block")]
@@ -183,3 +183,14 @@ def test_torch_comm_needs_a_process_group() -> None:
 
     with pytest.raises(RuntimeError, match="init_process_group"):
         TorchComm()
+
+
+def test_default_blocks_split_tensors_to_balance_the_ranks() -> None:
+    """blocks=None on p ranks: p blocks of equal elements (to the alignment unit, here
+    below one unit per rank), cutting tensors where a layer boundary is not close."""
+    sizes = [numel for numel in (p.size for p in params())]
+    for ranks in (2, 3, 6):
+        opt = mlbfgs.MLBFGS(params(), comm=PretendRank(0, ranks))
+        counts = [layout.numel for layout in opt.layouts]
+        assert len(counts) == ranks and sum(counts) == sum(sizes)
+        assert max(counts) - min(counts) <= 2, counts

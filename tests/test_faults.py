@@ -24,6 +24,7 @@ from thread_ranks import Killed, ThreadComm, run_ranks
 import mlbfgs
 from mlbfgs import checkpoint
 from mlbfgs.checkpoint import CheckpointError, load_sharded, save_sharded
+from mlbfgs.core.pieces import balanced_pieces
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "distributed" / "faults.py"
@@ -37,8 +38,11 @@ COMMITTED = ("after_commit", "mid_cleanup")  # the points after the new set's co
 
 
 def reference(steps: int, ranks: int) -> dict[str, Any]:
-    """One process's state after ``steps`` steps with the blocks of a ``ranks``-rank run."""
-    opt = faults.train(mlbfgs.comm.SingleProcessComm(), steps, blocks=ranks)
+    """One process's state after ``steps`` steps with the blocks of a ``ranks``-rank run
+    (the default: one block per rank, balanced by elements)."""
+    sizes = [p.size for p in faults.initial_params()]
+    blocks = balanced_pieces(sizes, ranks) if ranks > 1 else None
+    opt = faults.train(mlbfgs.comm.SingleProcessComm(), steps, blocks=blocks)
     return opt.state_dict()
 
 

@@ -94,7 +94,7 @@ class Checks:
         opt = run(
             self.comm, params, STEPS, gradient, blocks=blocks, average_grads=average, **options
         )
-        partition = [list(layout.indices) for layout in opt.layouts]
+        partition = [list(layout.pieces) for layout in opt.layouts]
         ref = initial_params(dtype)
         ref_opt = run(SingleProcessComm(), ref, STEPS, gradient, blocks=partition, **options)
         same_bits(params, ref, f"blocks={blocks}")
@@ -117,7 +117,7 @@ class Checks:
         """Different local gradients == one process fed their mean (float tolerance)."""
         params = initial_params(np.float64)
         opt = run(self.comm, params, STEPS, lambda t, p: gradient(t, p, self.rank), blocks=5)
-        partition = [list(layout.indices) for layout in opt.layouts]
+        partition = [list(layout.pieces) for layout in opt.layouts]
 
         def mean(t: int, p: list[np.ndarray]) -> list[np.ndarray]:
             every = [gradient(t, p, r) for r in range(self.size)]
@@ -224,7 +224,7 @@ class Checks:
 
         params, ref = as_torch(initial_params()), as_torch(initial_params())
         opt = run(self.comm, params, STEPS, grads, blocks=3, average_grads=True)
-        partition = [list(layout.indices) for layout in opt.layouts]
+        partition = [list(layout.pieces) for layout in opt.layouts]
         run(SingleProcessComm(), ref, STEPS, grads, blocks=partition)
         same_bits([p.numpy() for p in params], [p.numpy() for p in ref], "torch")
 
@@ -274,8 +274,8 @@ class Checks:
 
         extra = {"average_grads": False}
         net, opt = train(self.comm, [None, None], starve=None)
-        partition = [[list(layout.indices) for layout in e.layouts] for e in opt.engines]
-        assert [len(p) for p in partition] == [min(self.size, 2)] * 2, partition
+        partition = [[list(layout.pieces) for layout in e.layouts] for e in opt.engines]
+        assert [len(p) for p in partition] == [self.size] * 2, partition  # one block a rank
         ref, _ = train(SingleProcessComm(), partition, starve=None)
         same_bits(
             [p.detach().numpy() for p in net.parameters()],

@@ -1,0 +1,117 @@
+"""Curvature blocks at sub-tensor granularity: a block is a list of pieces, each a
+contiguous range of one parameter's flattened elements.
+
+A block is already a flat vector to the mathematics, so nothing else in the core cares
+whether its pieces are whole tensors or slices of one. Balanced blocks matter for scale:
+a rank's history memory and step time are those of its blocks, and real models are
+dominated by a few large tensors, so blocks of whole tensors leave some ranks with many
+times the even share (and some with none) once there are more ranks than large layers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import operator
+from collections.abc import Sequence
+
+Piece = tuple[int, int, int]
+"""``(index, start, stop)``: elements ``[start, stop)`` of the flattened ``params[index]``."""
+
+
+def whole(indices: Sequence[int], sizes: Sequence[int]) -> list[Piece]:
+    """The pieces of a block of whole tensors."""
+    return [(i, 0, int(sizes[i])) for i in indices]
+
+
+def balanced_pieces(
+    sizes: Sequence[int], parts: int, unit: int = 64, slack: float = 0.02
+) -> list[list[Piece]]:
+    """``parts`` blocks of consecutive elements of the concatenated tensors, as equal in
+    size as ``unit`` allows (for small blocks the unit shrinks to a 64th of a share).
+
+    The k-th cut goes to the nearest tensor boundary if that is within ``slack`` of a
+    block's ideal size of the ideal cut ``k * total / parts`` (a layer boundary then costs
+    nothing), else inside the tensor on a multiple of ``unit`` elements from its start.
+    """
+    total = sum(int(s) for s in sizes)
+    if not 1 <= parts <= total:
+        raise ValueError(f"blocks must be between 1 and the number of elements ({total})")
+    unit = max(1, min(unit, total // (64 * parts)))  # at most 1/64 of a share
+    ends = list(itertools.accumulate(int(s) for s in sizes))
+    starts = [end - int(size) for end, size in zip(ends, sizes, strict=True)]
+    share = total / parts
+    cuts = [0]
+    for k in range(1, parts):
+        ideal = k * share
+        j = bisect.bisect_left(ends, ideal)
+        around = (ends[i] for i in (j - 1, j) if 0 <= i < len(ends))
+        nearest = min(around, key=lambda end: abs(end - ideal))
+        if abs(nearest - ideal) <= slack * share:
+            cut = nearest
+        else:  # inside tensor j, which holds the ideal cut
+            cut = starts[j] + round((ideal - starts[j]) / unit) * unit
+        cuts.append(min(max(cut, cuts[-1] + 1), total - (parts - k)))
+    cuts.append(total)
+    blocks: list[list[Piece]] = []
+    for low, high in itertools.pairwise(cuts):
+        block = [
+            (i, max(low, start) - start, min(high, end) - start)
+            for i, (start, end) in enumerate(zip(starts, ends, strict=True))
+            if max(low, start) < min(high, end)
+            or (start == end and (low <= start < high or start == high == total))
+        ]
+        blocks.append(block)
+    return blocks
+
+
+def validate_pieces(blocks: Sequence[Sequence[object]], sizes: Sequence[int]) -> list[list[Piece]]:
+    """Explicit blocks whose items are parameter indices (whole tensors) or
+    ``(index, start, stop)`` ranges; every element of every parameter exactly once."""
+    result: list[list[Piece]] = []
+    seen: dict[int, list[tuple[int, int, int]]] = {}
+    for b, block in enumerate(blocks):
+        if isinstance(block, (str, bytes)) or not isinstance(block, Sequence) or not block:
+            raise ValueError(f"blocks[{b}] must be a non-empty list of parameter indices")
+        pieces = []
+        for item in block:
+            piece = _piece(item, b, sizes)
+            seen.setdefault(piece[0], []).append((piece[1], piece[2], b))
+            pieces.append(piece)
+        result.append(pieces)
+    for i, size in enumerate(sizes):
+        covered = 0
+        for start, stop, b in sorted(seen.get(i, [])):
+            if start != covered:
+                kind = "twice" if start < covered else "not at all"
+                raise ValueError(
+                    f"blocks must cover every element of every parameter once: params[{i}] "
+                    f"element {min(start, covered)} is covered {kind} (blocks[{b}])"
+                )
+            covered = stop
+        if covered != size or i not in seen:
+            raise ValueError(
+                f"blocks must cover every parameter; params[{i}] is missing or cut short"
+            )
+    return result
+
+
+def _piece(item: object, b: int, sizes: Sequence[int]) -> Piece:
+    count = len(sizes)
+    if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
+        if len(item) != 3 or any(isinstance(v, bool) for v in item):
+            raise ValueError(f"blocks[{b}] holds {item!r}: a range is (index, start, stop)")
+        try:
+            i, start, stop = (operator.index(v) for v in item)
+        except TypeError:
+            raise TypeError(f"blocks[{b}] holds {item!r}, not integers") from None
+        if not 0 <= i < count or not 0 <= start < stop <= int(sizes[i]):
+            raise ValueError(f"blocks[{b}] holds the range {item!r}, outside params[{i}]")
+        return (i, start, stop)
+    try:
+        i = operator.index(item)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"blocks[{b}] holds {item!r}, not an integer index") from None
+    if isinstance(item, bool) or not 0 <= i < count:
+        raise ValueError(f"blocks[{b}] holds index {item!r}, outside [0, {count})")
+    return (i, 0, int(sizes[i]))
