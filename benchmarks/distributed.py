@@ -1,4 +1,6 @@
-"""Distributed mL-BFGS on this machine: memory, traffic and step time for p = 1, 2, 4.
+"""Distributed mL-BFGS: how evenly blocks spread over ranks (computed, for p up to 1024:
+``benchmarks/balance.py``), then memory, traffic and step time on this machine for
+p = 1, 2, 4.
 
     .venv/bin/python benchmarks/distributed.py [--ranks 1 2 4] [--tensors 8] [--side 256]
         [--steps 40]
@@ -124,6 +126,11 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    sys.path.insert(0, str(Path(__file__).parent))
+    import balance  # the computed table: no MPI needed
+
+    balance.main()
+    print()
     mpiexec = Path(sys.executable).parent / "mpiexec"
     rows = []
     for p in args.ranks:

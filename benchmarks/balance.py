@@ -1,0 +1,99 @@
+"""How evenly the default blocks spread the curvature history over ranks (computed).
+
+    .venv/bin/python benchmarks/balance.py
+
+A rank's history memory (2 M n values) and its share of the step's work follow the
+elements of the blocks it owns. For each model and world size p this prints the largest
+rank's elements over the mean (total / p), for blocks of whole tensors ("layers": the
+earlier default, min(p, tensors) blocks balanced by size) and for element-balanced blocks
+that may split a tensor (the default now). The models are the example of
+examples/train_distributed.py and the parameter shapes of ResNet-18 and ResNet-50
+(ImageNet, 1000 classes; batch-norm weights and biases are parameters, running statistics
+are not), written down from the architectures. Nothing is run or timed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mlbfgs.assignment import assign_blocks, rank_counts
+from mlbfgs.core.partition import balanced_partition
+from mlbfgs.core.pieces import balanced_pieces
+
+Shape = tuple[int, ...]
+
+
+def mlp(widths: list[int]) -> list[Shape]:
+    shapes: list[Shape] = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+        shapes += [(fan_out, fan_in), (fan_out,)]
+    return shapes
+
+
+def _conv_bn(out: int, into: int, k: int) -> list[Shape]:
+    return [(out, into, k, k), (out,), (out,)]
+
+
+def resnet(blocks: list[int], bottleneck: bool) -> list[Shape]:
+    """torchvision's ResNet layout: conv1, bn1, four stages, fc."""
+    shapes = _conv_bn(64, 3, 7)
+    into = 64
+    for stage, count in enumerate(blocks):
+        width = 64 * 2**stage
+        out = 4 * width if bottleneck else width
+        for b in range(count):
+            if bottleneck:
+                shapes += _conv_bn(width, into, 1) + _conv_bn(width, width, 3)
+                shapes += _conv_bn(out, width, 1)
+            else:
+                shapes += _conv_bn(width, into, 3) + _conv_bn(width, width, 3)
+            if b == 0 and (stage > 0 or bottleneck):  # the downsampling shortcut
+                shapes += _conv_bn(out, into, 1)
+            into = out
+    return [*shapes, (1000, into), (1000,)]
+
+
+MODELS = {
+    "train_distributed.py MLP": (mlp([64, 256, 256, 10]), 85_002, [2, 3, 4, 5, 6, 7, 8]),
+    "ResNet-18": (resnet([2, 2, 2, 2], False), 11_689_512, [8, 64, 1024]),
+    "ResNet-50": (resnet([3, 4, 6, 3], True), 25_557_032, [8, 64, 1024]),
+}
+
+
+def imbalance(rank_elements: list[int]) -> float:
+    """The largest rank's elements over the mean of all ranks (empty ones included)."""
+    return max(rank_elements) / (sum(rank_elements) / len(rank_elements))
+
+
+def layer_blocks(sizes: list[int], ranks: int) -> list[int]:
+    partition = balanced_partition(sizes, min(ranks, len(sizes)))
+    block_sizes = [sum(sizes[i] for i in block) for block in partition]
+    return rank_counts(block_sizes, assign_blocks(block_sizes, ranks))
+
+
+def balanced_blocks(sizes: list[int], ranks: int) -> list[int]:
+    return [
+        sum(stop - start for _, start, stop in block) for block in balanced_pieces(sizes, ranks)
+    ]
+
+
+def main() -> None:
+    print("largest rank's history / mean (the same ratio for memory and for the step's work)")
+    print(
+        f"{'model':<26} {'tensors':>7} {'parameters':>11} {'p':>5} {'layer blocks':>13} "
+        f"{'balanced':>9} {'empty ranks (layer)':>20}"
+    )
+    for name, (shapes, expected, world_sizes) in MODELS.items():
+        sizes = [math.prod(shape) for shape in shapes]
+        assert sum(sizes) == expected, (name, sum(sizes))  # the shapes are the real ones
+        for p in world_sizes:
+            layers, balanced = layer_blocks(sizes, p), balanced_blocks(sizes, p)
+            print(
+                f"{name:<26} {len(sizes):>7} {sum(sizes):>11,} {p:>5} "
+                f"{imbalance(layers):>13.3f} {imbalance(balanced):>9.3f} "
+                f"{sum(count == 0 for count in layers):>20}"
+            )
+
+
+if __name__ == "__main__":
+    main()
