@@ -120,9 +120,10 @@ def test_comm_reaches_every_group_and_each_makes_two_collectives() -> None:
     from thread_world import ThreadComm, run_world
 
     data = batches(8)
+    models = [make_model() for _ in range(3)]  # torch's RNG is global: not in threads
 
     def body(comm: ThreadComm | None, blocks: list[Any]) -> tuple[Any, ...]:
-        model = make_model()
+        model = models[comm.rank if comm is not None else 2]
         groups = [
             {"params": list(model[0].parameters()), "blocks": blocks[0]},
             {"params": list(model[2].parameters()), "blocks": blocks[1], "lr": 0.02},
