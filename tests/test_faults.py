@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from thread_ranks import Killed, ThreadComm, run_ranks
+from thread_world import Killed, ThreadComm, run_world
 
 import mlbfgs
 from mlbfgs import checkpoint
@@ -78,7 +78,7 @@ def save_on_threads(root: Path, ranks: int, steps: int, kill: tuple[int, str] | 
         rank, point = kill
         checkpoint._hook = faults.crash_at(rank, point, lambda: comms[rank].kill())
     try:
-        return run_ranks(ranks, body)
+        return run_world(ranks, body, return_errors=True)
     finally:
         checkpoint._hook = None
 
@@ -155,7 +155,9 @@ def test_a_failed_write_on_one_rank_raises_everywhere_and_commits_nothing(
 
     checkpoint._hook = full_disk
     try:
-        results = run_ranks(3, lambda comm: save_sharded(faults.train(comm, 10), root))
+        results = run_world(
+            3, lambda comm: save_sharded(faults.train(comm, 10), root), return_errors=True
+        )
     finally:
         checkpoint._hook = None
     assert isinstance(results[2], OSError)
@@ -188,7 +190,7 @@ def test_a_load_that_fails_on_one_rank_changes_no_rank(base: Path, tmp_path: Pat
             return error
         return None
 
-    results = run_ranks(3, body)
+    results = run_world(3, body, return_errors=True)
     assert "block2.history.pairs" in str(results[2]) and "NaN" in str(results[2])
     assert all(isinstance(r, CheckpointError) and "rank 2" in str(r) for r in results[:2]), results
 

@@ -13,7 +13,7 @@ import pytest
 from array_api_compat import array_namespace
 from helpers import assert_unchanged, snapshot
 from problems import NoisyQuadratic
-from thread_ranks import ThreadComm, run_ranks
+from thread_world import ThreadComm, run_world
 
 import mlbfgs
 from mlbfgs.guard import ConcurrentUseError
@@ -152,7 +152,7 @@ def test_nonfinite_error_names_the_rank_it_came_from(average: bool) -> None:
         assert_unchanged(before, params, opt)
         return str(caught.value)
 
-    messages = run_ranks(2, body)
+    messages = run_world(2, body, return_errors=True)
     assert all(isinstance(m, str) for m in messages), messages
     assert messages[0] == messages[1]
     source = 1 if average else 0
@@ -168,7 +168,7 @@ def test_nonfinite_error_when_only_the_mean_overflows() -> None:
             opt.step([np.full(2, 3e38, dtype=np.float32)])  # finite; their sum is not
         return str(caught.value)
 
-    (message, _) = run_ranks(2, body)
+    (message, _) = run_world(2, body, return_errors=True)
     assert "every gradient is finite" in str(message), message
 
 

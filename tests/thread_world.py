@@ -4,6 +4,8 @@
 :class:`ThreadComm`, and returns their results in rank order. The collectives really
 combine the ranks' data (sums, gathers), so a p-rank run can be compared with one process,
 and every call is counted per rank, so tests can check how many collectives a step makes.
+A rank "killed" with :meth:`ThreadComm.kill` breaks the barrier, so the others stop at
+their next collective, as ``mpiexec`` stops a job whose rank died.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from mlbfgs.comm import displacements
 
 TIMEOUT = 60.0
 """Seconds a rank waits for the others at a barrier before the world is declared hung."""
+
+
+class Killed(BaseException):
+    """A simulated crash: not an ``Exception``, so nothing in the library catches it."""
 
 
 class ThreadComm:
@@ -64,6 +70,10 @@ class ThreadComm:
         for r, segment in enumerate(segments):
             buffer[starts[r] : starts[r] + int(counts[r])] = segment
 
+    def kill(self) -> None:
+        self.world.barrier.abort()
+        raise Killed(f"rank {self._rank}")
+
 
 class World:
     def __init__(self, size: int) -> None:
@@ -72,8 +82,11 @@ class World:
         self.slots: list[Any] = [None] * size
 
 
-def run_world(size: int, body: Callable[[ThreadComm], Any]) -> list[Any]:
-    """``body(comm)`` on every rank of a fresh world; re-raises the first rank's error."""
+def run_world(
+    size: int, body: Callable[[ThreadComm], Any], return_errors: bool = False
+) -> list[Any]:
+    """``body(comm)`` on every rank of a fresh world; re-raises the first rank's error, or
+    with ``return_errors`` returns it in that rank's place."""
     world = World(size)
     results: list[Any] = [None] * size
     errors: list[BaseException | None] = [None] * size
@@ -83,13 +96,20 @@ def run_world(size: int, body: Callable[[ThreadComm], Any]) -> list[Any]:
             results[rank] = body(ThreadComm(world, rank))
         except BaseException as error:  # reported below, on the caller's thread
             errors[rank] = error
-            world.barrier.abort()  # the other ranks stop waiting instead of hanging
+            # A failure the caller will re-raise frees the other ranks at once. Where
+            # errors are results, a rank that has just passed a barrier must not find it
+            # broken (a race), so a lone failure there waits out TIMEOUT instead.
+            if not return_errors:
+                world.barrier.abort()
 
     threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(size)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(TIMEOUT * 4)
+    assert not any(thread.is_alive() for thread in threads), "a thread rank hung"
+    if return_errors:
+        return [e if e is not None else r for e, r in zip(errors, results, strict=True)]
     first = next((e for e in errors if e is not None and not _broken(e)), None)
     first = first or next((e for e in errors if e is not None), None)
     if first is not None:
