@@ -1,6 +1,6 @@
 """How evenly the default blocks spread the curvature history over ranks (computed).
 
-    .venv/bin/python benchmarks/balance.py
+    .venv/bin/python benchmarks/balance.py [--plan]
 
 A rank's history memory (2 M n values) and its share of the step's work follow the
 elements of the blocks it owns. For each model and world size p this prints the largest
@@ -10,11 +10,17 @@ that may split a tensor (the default now). The models are the example of
 examples/train_distributed.py and the parameter shapes of ResNet-18 and ResNet-50
 (ImageNet, 1000 classes; batch-norm weights and biases are parameters, running statistics
 are not), written down from the architectures. Nothing is run or timed.
+
+``--plan`` prints instead, for a model of 1e9 float32 parameters and M = 10, the bytes
+each rank sends per step (one reduce-scatter and one all-gather, ring algorithms: what
+``benchmarks/distributed.py`` counts and finds equal to one all-reduce) and the memory
+each rank holds, for p up to 1024.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 from mlbfgs.assignment import assign_blocks, rank_counts
 from mlbfgs.core.partition import balanced_partition
@@ -77,7 +83,30 @@ def balanced_blocks(sizes: list[int], ranks: int) -> list[int]:
     ]
 
 
+def plan(d: int = 10**9, history: int = 10, itemsize: int = 4) -> None:
+    """Traffic and memory per rank for a d-parameter model (balanced blocks, one a rank)."""
+    gb = 1e9
+    print(f"{d:.0e} float32 parameters, M = {history}, one balanced block per rank")
+    print(
+        f"{'p':>5} {'sent/step GB (= one all-reduce)':>32} {'history GB':>11} "
+        f"{'block vectors GB':>17} {'replicated GB':>14}"
+    )
+    for p in (1, 8, 64, 256, 1024):
+        share = d / p
+        sent = 2 * (p - 1) / p * d * itemsize  # reduce-scatter + all-gather
+        history_bytes = 2 * history * share * itemsize + 2 * history**2 * 8
+        vectors = 5 * share * itemsize  # two averages, two snapshots, heavy ball
+        replicated = (3 if p > 1 else 2) * d * itemsize  # parameters, gradients, flat buffer
+        print(
+            f"{p:>5} {sent / gb:>32.2f} {history_bytes / gb:>11.3f} "
+            f"{vectors / gb:>17.3f} {replicated / gb:>14.1f}"
+        )
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--plan"]:
+        plan()
+        return
     print("largest rank's history / mean (the same ratio for memory and for the step's work)")
     print(
         f"{'model':<26} {'tensors':>7} {'parameters':>11} {'p':>5} {'layer blocks':>13} "

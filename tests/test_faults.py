@@ -1,7 +1,7 @@
 """Crashes at any moment: the newest committed checkpoint always loads, and no rank hangs.
 
 A save is killed on one rank at each named point of ``save_sharded``: in-process for the
-whole matrix (ranks are threads, ``thread_ranks.py``) and under real ``mpiexec`` for a
+whole matrix (ranks are threads, ``thread_world.py``) and under real ``mpiexec`` for a
 representative set (``distributed/faults.py``: the killed rank really exits, and the
 launcher takes the others down). Whatever the point, loading afterwards gives bitwise the
 state of either the previous checkpoint or the new one, never a mix and never nothing.
