@@ -27,38 +27,21 @@ from .core import (
     MLBFGSConfig,
     algorithm_1,
     apply_weight_decay,
-    balanced_partition,
     is_boundary,
     skip_step,
 )
-from .core.config import Averaging, PairTiming, Preset, StepNorm, is_count
-from .core.pieces import Piece, balanced_pieces, validate_pieces, whole
+from .core.config import Averaging, PairTiming, Preset, StepNorm
+from .core.pieces import Piece, resolve_blocks
 from .core.types import Array
 from .distributed import BlockExchange, construct_together
 from .guard import Guard, exclusive
 from .layout import BlockLayout, numel
-from .state import (
-    FORMAT_VERSION,
-    as_ints,
-    count,
-    decode_block,
-    encode_block,
-    integer,
-    saved_partition,
-)
+from .loading import LoadedState, read_state, structure
+from .state import FORMAT_VERSION, encode_block
 from .validation import LearningRate, check_grads, check_lr, check_params, lr_at
 
 __all__ = ["FORMAT_VERSION", "MLBFGS", "NonFiniteGradientError", "PreparedStep"]
 NonFinitePolicy = Literal["skip", "raise"]
-
-
-@dataclass(frozen=True)
-class _LoadedState:
-    """A checked state dict, ready to be adopted by ``MLBFGS._adopt``."""
-
-    exchange: BlockExchange
-    blocks: dict[int, BlockState]
-    step: int
 
 
 @dataclass(frozen=True)
@@ -156,7 +139,8 @@ class MLBFGS:
             self.average_grads = average_grads
             self._kernels = kernels_for(self._xp)
             self._default_blocks = blocks is None
-            self._use_partition(self._partition(blocks))
+            sizes = [numel(p.shape) for p in self.params]
+            self._use_partition(resolve_blocks(blocks, sizes, self.comm.size))
             return self._fingerprint()
 
         # Every rank builds; one small all-gather checks that all agree (never a hang).
@@ -165,21 +149,6 @@ class MLBFGS:
         self._step = 0
 
     # -- set-up ---------------------------------------------------------------------------
-
-    def _partition(self, blocks: int | Sequence[Sequence[Any]] | None) -> list[list[Piece]]:
-        """The blocks as pieces (see ``mlbfgs.core.pieces``)."""
-        count, sizes = len(self.params), [numel(p.shape) for p in self.params]
-        if isinstance(blocks, bool):
-            raise TypeError("blocks must be None, an int or a list of index lists, not a bool")
-        if blocks is None:  # one block per rank, equal in elements (tensors split as needed)
-            if self.comm.size == 1:
-                return [whole(range(count), sizes)]
-            return balanced_pieces(sizes, self.comm.size)
-        if is_count(blocks):  # k blocks of whole tensors ("layers"), balanced by size
-            return [whole(group, sizes) for group in balanced_partition(sizes, int(blocks))]
-        if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
-            raise TypeError(f"blocks must be None, an int or a list of index lists, got {blocks!r}")
-        return validate_pieces(blocks, sizes)
 
     def _use_partition(self, partition: list[list[Piece]]) -> None:
         """Lay out the blocks and assign them to ranks (contiguous runs, balanced by size)."""
@@ -372,7 +341,7 @@ class MLBFGS:
         state: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "step": self._step,
-            **self._structure(),
+            **structure(self.config.history, self.layouts, self.params),
             "owned_blocks": list(self.owned),
         }
         for b in self.owned:
@@ -395,68 +364,21 @@ class MLBFGS:
         """
         self._adopt(self._read_state(state))
 
-    def _read_state(self, state: Mapping[str, Any]) -> _LoadedState:
+    def _read_state(self, state: Mapping[str, Any]) -> LoadedState:
         """Check and decode ``state`` for this rank; changes nothing."""
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a mapping from a state_dict, got {type(state)}")
-        layouts, exchange = self.layouts, self._exchange
-        try:
-            version = integer(state["format_version"], "format_version")
-            if version != FORMAT_VERSION:
-                raise ValueError(
-                    f"state['format_version'] is {version}; this mlbfgs reads version "
-                    f"{FORMAT_VERSION}"
-                )
-            if self._default_blocks:
-                saved = saved_partition(state)
-                if saved != [list(layout.pieces) for layout in layouts]:
-                    sizes = [numel(p.shape) for p in self.params]
-                    partition = validate_pieces(saved, sizes)
-                    layouts = [BlockLayout.of(b, q, self.params) for b, q in enumerate(partition)]
-                    exchange = BlockExchange(self.comm, layouts, self.params)
-            partition = [list(layout.pieces) for layout in layouts]
-            if saved_partition(state) != partition:
-                raise ValueError(
-                    f"state's partition (blocks) is {saved_partition(state)}, this optimizer "
-                    f"has {partition}"
-                )
-            for key, expected in self._structure(layouts).items():
-                if key.startswith("partition."):
-                    continue  # compared above, whichever way it was saved
-                if as_ints(state[key], key) != as_ints(expected, key):
-                    raise ValueError(
-                        f"state[{key!r}] is {as_ints(state[key], key)}, this optimizer has "
-                        f"{expected}"
-                    )
-            step = count(state, "step")
-            for b in exchange.owned:
-                if f"block{b}.history.pairs" not in state:
-                    raise KeyError(
-                        f"block{b}.history.pairs (block {b} is owned by this rank; a state_dict "
-                        "holds only its own rank's blocks: load per-rank checkpoints with "
-                        "mlbfgs.checkpoint.load_sharded)"
-                    )
-            blocks = {
-                b: decode_block(self._xp, f"block{b}.", state, self._fresh_block(layouts[b]))
-                for b in exchange.owned
-            }
-        except KeyError as missing:
-            raise KeyError(f"state is missing {missing}; is it from MLBFGS.state_dict()?") from None
-        return _LoadedState(exchange, blocks, step)
+        return read_state(
+            state,
+            self._exchange,
+            self.params,
+            self.config.history,
+            xp=self._xp,
+            adopt_partition=self._default_blocks,
+            fresh_block=self._fresh_block,
+        )
 
-    def _adopt(self, loaded: _LoadedState) -> None:
+    def _adopt(self, loaded: LoadedState) -> None:
         """Make a checked state this optimizer's own (nothing here can fail)."""
         self._exchange, self._blocks, self._step = loaded.exchange, loaded.blocks, loaded.step
-
-    def _structure(self, layouts: Sequence[BlockLayout] | None = None) -> dict[str, Any]:
-        """What a checkpoint must share with this optimizer to be loaded into it."""
-        layouts = self.layouts if layouts is None else layouts
-        return {
-            "history": self.config.history,
-            "partition.pieces": [v for layout in layouts for piece in layout.pieces for v in piece],
-            "partition.sizes": [len(layout.pieces) for layout in layouts],
-            "param_sizes": [numel(p.shape) for p in self.params],
-        }
 
 
 def _itemsize(xp: Any, array: Array) -> int:

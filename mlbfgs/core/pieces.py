@@ -15,8 +15,29 @@ import itertools
 import operator
 from collections.abc import Sequence
 
+from .config import is_count
+from .partition import balanced_partition
+
 Piece = tuple[int, int, int]
 """``(index, start, stop)``: elements ``[start, stop)`` of the flattened ``params[index]``."""
+
+
+def resolve_blocks(blocks: object, sizes: Sequence[int], ranks: int) -> list[list[Piece]]:
+    """The ``blocks`` argument of ``MLBFGS`` as pieces, for parameters of ``sizes`` on
+    ``ranks`` ranks: ``None`` gives one block on one process and ``ranks`` element-balanced
+    blocks on several; an int k gives k blocks of whole tensors ("layers") balanced by
+    size; a list is checked and taken as given (items are indices or pieces)."""
+    if isinstance(blocks, bool):
+        raise TypeError("blocks must be None, an int or a list of index lists, not a bool")
+    if blocks is None:  # one block per rank, equal in elements (tensors split as needed)
+        if ranks == 1:
+            return [whole(range(len(sizes)), sizes)]
+        return balanced_pieces(sizes, ranks)
+    if is_count(blocks):
+        return [whole(group, sizes) for group in balanced_partition(sizes, int(blocks))]
+    if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
+        raise TypeError(f"blocks must be None, an int or a list of index lists, got {blocks!r}")
+    return validate_pieces(blocks, sizes)
 
 
 def whole(indices: Sequence[int], sizes: Sequence[int]) -> list[Piece]:
