@@ -48,7 +48,7 @@ CORE_TESTS = (
 AREAS = {
     "core": Area(("mlbfgs/core/*",), CORE_TESTS),
     "optimizer": Area(
-        ("mlbfgs/optimizer.py",),
+        ("mlbfgs/optimizer.py", "mlbfgs/loading.py"),
         (
             *CORE_TESTS,
             "tests/test_checkpoint.py",
