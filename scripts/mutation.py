@@ -38,6 +38,7 @@ CORE_TESTS = (
     "tests/test_lemmas.py",
     "tests/test_nonfinite.py",
     "tests/test_partition.py",
+    "tests/test_pieces.py",
     "tests/test_validation.py",
     "tests/test_guarantees.py",
     "tests/test_core_contracts.py",

@@ -107,6 +107,30 @@ def test_torch_half_precision_products_accumulate_in_float32() -> None:
         np.testing.assert_allclose(out.float().numpy(), 30.0 + 1e-4, rtol=1e-2)
 
 
+def test_half_precision_products_see_every_slice_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With slices of 8 columns instead of 2**24 elements, the float32-accumulating
+    products still sum every column exactly once, and ``combine`` keeps both its terms."""
+    import mlbfgs.core.kernels as kernels_module
+    from mlbfgs.backends import kernels_for
+
+    monkeypatch.setattr(kernels_module, "_SLICE", 32)  # 4 rows: 5 slices of <= 8 columns
+    rng = np.random.default_rng(3)
+    pairs = rng.standard_normal((4, 37)).astype(np.float16)
+    g = rng.standard_normal(37).astype(np.float16)
+    kernels = kernels_for(array_namespace(g))
+    wide_pairs, wide_g = pairs.astype(np.float64), g.astype(np.float64)
+    scale = (np.abs(wide_pairs) @ np.abs(wide_g)).max()
+    projected = kernels.project(pairs, g)
+    assert projected.dtype == np.float32
+    np.testing.assert_allclose(projected, wide_pairs @ wide_g, rtol=0, atol=1e-6 * scale)
+    assert float(kernels.dot(g, g)) == pytest.approx(wide_g @ wide_g, rel=1e-6)  # 2 slices
+    coefficients = rng.standard_normal(4).astype(np.float32)
+    out = kernels.combine(pairs, coefficients, 0.5, g)
+    expected = coefficients.astype(np.float64) @ wide_pairs + 0.5 * wide_g
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-3 * np.abs(expected).max())
+
+
 def loss_scaled_quadratic(dtype: Any, scale: float = 64.0) -> tuple[dict[str, int], float]:
     """A quadratic in ``dtype`` with loss-scaled gradients (x64: g.g overflows float16)."""
     problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.05)
