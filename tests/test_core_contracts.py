@@ -231,3 +231,37 @@ def test_a_zero_gradient_takes_no_step_under_the_step_norms(step_norm: str) -> N
     before = params[0].copy()
     opt.step([np.zeros(3)])
     np.testing.assert_array_equal(params[0], before)
+
+
+def test_damped_pair_of_zero_curvature_is_rejected() -> None:
+    """With sigma_low = 0 a pair of negative curvature is damped to s^T y_hat = 0
+    (tau = 1 / (1 - mu)), which R of the compact form cannot invert: rejected."""
+    from array_api_compat import array_namespace
+
+    from mlbfgs.core import Kernels
+    from mlbfgs.core.curvature import prepare_pair
+
+    s = np.array([1.0, 0.0, 0.0])
+    y = np.array([-0.5, 1.0, 0.0])  # mu = -0.5
+    kernels = Kernels(array_namespace(s))
+    outcome = prepare_pair(kernels, s, y, damping=True, tau0=0.9, sigma_low=0.0, sigma_high=2.0)
+    assert outcome.s is None and outcome.mu == -0.5 and outcome.tau == pytest.approx(1 / 1.5)
+    kept = prepare_pair(kernels, s, -y, damping=True, tau0=0.9, sigma_low=0.0, sigma_high=2.0)
+    assert kept.s is not None  # mu = 0.5 > 0: kept
+
+
+def test_gradient_step_norm_needs_every_preconditioned_blocks_gradient_norm() -> None:
+    from array_api_compat import array_namespace
+
+    from mlbfgs.core import Kernels
+    from mlbfgs.core.step_norm import direction_scales
+
+    d = np.ones(3)
+    kernels = Kernels(array_namespace(d))
+    message = "step_norm='gradient' needs g^T g of every preconditioned block"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        direction_scales("gradient", [0, 1], [None, np.float64(4.0)], [d, d], kernels, None)
+    scales = direction_scales(
+        "gradient", [0, 1], [None, np.float64(12.0)], [None, d], kernels, None
+    )
+    assert scales[0] is None and float(scales[1]) == pytest.approx(2.0)

@@ -117,6 +117,7 @@ def test_explicit_blocks_take_indices_and_ranges() -> None:
         [(1, 5, 10), (2, 0, 4)],
     ]
     assert validate_pieces([[2, 1, 0]], sizes) == [[(2, 0, 4), (1, 0, 10), (0, 0, 3)]]
+    assert validate_pieces([[(0, 0, 2)], [(0, 2, 3), 1, 2]], sizes)[0] == [(0, 0, 2)]
     assert validate_pieces([[(1, 6, 10)], [0, 2, (1, 0, 6)]], sizes)[1][2] == (1, 0, 6)
 
 
@@ -163,6 +164,10 @@ def test_the_blocks_argument_resolves_to_pieces() -> None:
     sizes = [10, 20, 30, 40]
     assert resolve_blocks(None, sizes, 1) == [whole(range(4), sizes)]
     assert resolve_blocks(None, sizes, 3) == balanced_pieces(sizes, 3)
+    assert resolve_blocks(None, sizes, 2) == [
+        [(0, 0, 10), (1, 0, 20), (2, 0, 20)],
+        [(2, 20, 30), (3, 0, 40)],
+    ]
     assert resolve_blocks(2, sizes, 1) == [whole([0, 1, 2], sizes), whole([3], sizes)]
     assert resolve_blocks(2, sizes, 5) == resolve_blocks(2, sizes, 1)  # layers ignore ranks
     assert resolve_blocks([[1, 0], [(2, 0, 30), 3]], sizes, 2) == [

@@ -233,3 +233,15 @@ def test_eigenvalue_bound_needs_bounded_y_hat() -> None:
             assert eigenvalues.max() > 1e3 * (len(s_hist) + 1) / SIGMA_LOW
         else:
             assert eigenvalues.min() < 1e-3 / SIGMA_HIGH
+
+
+def test_half_precision_coefficients_are_not_narrowed_to_half() -> None:
+    """A float16 history of one short pair (s = y = 1e-4 per entry, so H = I) has
+    compact-form coefficients of +-1e5 for g = 10, beyond float16's 65504: they stay
+    float32, so H g = g."""
+    s = np.full((1, 10), 1e-4, dtype=np.float16)
+    history = history_of(s, s.copy(), 2)
+    g = np.full(10, 10.0, dtype=np.float16)
+    out = compact_product(history, g)
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float64), g.astype(np.float64), atol=2e-2)
