@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from array_api_compat import device
 
-from . import nonfinite
 from .backends import kernels_for
 from .comm import Communicator, SingleProcessComm
 from .core import (
@@ -37,6 +36,7 @@ from .distributed import BlockExchange, construct_together
 from .guard import Guard, exclusive
 from .layout import BlockLayout, numel
 from .loading import LoadedState, read_state, structure
+from .nonfinite import describe as describe_nonfinite
 from .state import FORMAT_VERSION, encode_block
 from .validation import LearningRate, check_grads, check_lr, check_params, lr_at
 
@@ -256,7 +256,7 @@ class MLBFGS:
             )
             if any(bad):  # every rank raises the same message, naming where it came from
                 raise NonFiniteGradientError(
-                    nonfinite.describe(xp, exchange, checked, bad, self.average_grads)
+                    describe_nonfinite(xp, exchange, checked, bad, self.average_grads)
                 )
         return PreparedStep(self, t, lr, blocks, finite, missing)
 

@@ -1,10 +1,24 @@
-"""Assertions shared by the tests."""
+"""Assertions and launchers shared by the tests."""
 
 from __future__ import annotations
 
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+
+
+def mpiexec() -> str:
+    """The virtual environment's ``mpiexec`` (or one on PATH); skips without mpi4py."""
+    pytest.importorskip("mpi4py")
+    path = Path(sys.executable).parent / "mpiexec"
+    found = str(path) if path.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.skip("no mpiexec (pip install mpich)")
+    return found
 
 
 def snapshot(params: list[Any], opt: Any) -> tuple[list[np.ndarray], dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import mpiexec
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "distributed" / "run_checks.py"
@@ -55,17 +55,8 @@ def _finish(processes: list[subprocess.Popen[bytes]], what: str) -> None:
         assert p.returncode == 0, f"{what} failed:\n{out.decode()}\n{err.decode()}"
 
 
-def _mpiexec() -> str:
-    pytest.importorskip("mpi4py")
-    path = Path(sys.executable).parent / "mpiexec"
-    found = str(path) if path.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec (pip install mpich)")
-    return found
-
-
 def _launch_mpi(ranks: int, out: Path, *extra: str) -> None:
-    command = [_mpiexec(), "-n", str(ranks), sys.executable, str(SCRIPT), "--comm", "mpi"]
+    command = [mpiexec(), "-n", str(ranks), sys.executable, str(SCRIPT), "--comm", "mpi"]
     process = subprocess.Popen(
         [*command, "--out", str(out), *extra],
         stdout=subprocess.PIPE,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import mpiexec
 from thread_world import Killed, ThreadComm, run_world
 
 import mlbfgs
@@ -227,18 +228,9 @@ def test_an_old_flat_directory_still_loads_and_is_replaced(base: Path, tmp_path:
 # -- under real mpiexec ---------------------------------------------------------------------
 
 
-def _mpiexec() -> str:
-    pytest.importorskip("mpi4py")
-    path = Path(sys.executable).parent / "mpiexec"
-    found = str(path) if path.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec (pip install mpich)")
-    return found
-
-
 def _launch(ranks: int, *args: str) -> tuple[int, str]:
     process = subprocess.Popen(
-        [_mpiexec(), "-n", str(ranks), sys.executable, str(SCRIPT), *args],
+        [mpiexec(), "-n", str(ranks), sys.executable, str(SCRIPT), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
