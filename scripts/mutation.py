@@ -44,6 +44,7 @@ CORE_TESTS = (
     "tests/test_core_contracts.py",
     "tests/test_array_api_strict.py",
     "tests/test_backends.py",
+    "tests/test_backend_trajectories.py",
     "tests/test_reliability.py",  # half precision: the float32-accumulating kernels
 )
 AREAS = {

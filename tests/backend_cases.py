@@ -16,6 +16,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 FLOAT64_RTOL = 1e-10
 """Norm-wise relative agreement of float64 results with the NumPy reference."""
@@ -133,3 +134,14 @@ def dense_inverse_hessian(
         v = np.eye(n) - rho * np.outer(y, s)
         h = v.T @ h @ v + rho * np.outer(s, s)
     return h
+
+
+EXAMPLES = int(
+    os.environ.get("MLBFGS_BACKEND_EXAMPLES")
+    or (20 if os.environ.get("MLBFGS_HYPOTHESIS", "pinned") == "pinned" else 500)
+)
+"""Hypothesis examples per property and backend: 20 pinned, 500 in the random profile
+(docs/testing.md); MLBFGS_BACKEND_EXAMPLES overrides (to measure tolerances)."""
+
+dtypes = st.sampled_from([np.float64, np.float32])
+seeds = st.integers(0, 2**32 - 1)

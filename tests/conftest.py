@@ -1,4 +1,5 @@
-"""Shared test set-up: the hypothesis profiles (docs/testing.md).
+"""Shared test set-up: the hypothesis profiles (docs/testing.md) and the ``backend``
+fixture of the backend suites.
 
 ``MLBFGS_HYPOTHESIS`` picks one:
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+from backend_cases import FACTORIES, Backend
 from hypothesis import HealthCheck, settings
 
 PROFILE = os.environ.get("MLBFGS_HYPOTHESIS", "pinned")
@@ -25,3 +28,9 @@ settings.register_profile("random", derandomize=False, max_examples=500, databas
 if PROFILE not in ("pinned", "random"):
     raise ValueError(f"MLBFGS_HYPOTHESIS must be 'pinned' or 'random', got {PROFILE!r}")
 settings.load_profile(PROFILE)
+
+
+@pytest.fixture(params=list(FACTORIES), scope="module")
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each backend of ``backend_cases.FACTORIES`` (skipped where absent)."""
+    return FACTORIES[request.param]()
