@@ -21,17 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from problem import (
+    CHECKPOINT_STEPS,
+    SETTINGS,
+    SHAPES,
+    STEPS,
+    gradient,
+    initial_params,
+    run,
+    same_bits,
+)
+from torch_checks import TorchChecks
 
 import mlbfgs
 from mlbfgs.checkpoint import load_sharded, save_sharded
 from mlbfgs.comm import Communicator, SingleProcessComm
 from mlbfgs.distributed import DistributedSetupError
 
-# Uneven tensors (200 elements): blocks of different sizes, several tensors per block.
-SHAPES = [(7, 5), (13,), (3, 4, 2), (31,), (6, 6), (1,), (17, 3), (9,)]
-STEPS = 30
-SETTINGS: dict[str, Any] = {"history": 4, "update_every": 3, "lr": 0.05}
-CHECKPOINT_STEPS = (12, 12)  # steps before the save, steps after it
 STEP_CONTROLS: dict[str, dict[str, Any]] = {
     "step_norm_none": {"step_norm": "none"},
     "step_norm_unit": {"step_norm": "unit"},
@@ -39,43 +45,7 @@ STEP_CONTROLS: dict[str, dict[str, Any]] = {
 }
 
 
-def initial_params(dtype: Any = np.float32, shapes: list[Any] = SHAPES) -> list[np.ndarray]:
-    return [
-        np.random.default_rng([999, i]).standard_normal(s).astype(dtype)
-        for i, s in enumerate(shapes)
-    ]
-
-
-def gradient(t: int, params: list[np.ndarray], rank: int = 0) -> list[np.ndarray]:
-    """A deterministic, curved, noisy gradient; ``rank`` changes only the noise."""
-    grads = []
-    for i, p in enumerate(params):
-        noise = np.random.default_rng([t, i, rank]).standard_normal(p.shape)
-        g = (1 + i % 3) * p + 0.5 * np.tanh(p) + 0.1 * noise
-        grads.append(g.astype(p.dtype))
-    return grads
-
-
-def run(
-    comm: Communicator,
-    params: list[Any],
-    steps: int,
-    grads_of: Callable[[int, list[Any]], list[Any]],
-    **options: Any,
-) -> mlbfgs.MLBFGS:
-    opt = mlbfgs.MLBFGS(params, comm=comm, **{**SETTINGS, **options})
-    for _ in range(steps):
-        opt.step(grads_of(opt.step_count + 1, params))
-    return opt
-
-
-def same_bits(a: list[Any], b: list[Any], what: str) -> None:
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        x, y = np.asarray(x), np.asarray(y)
-        assert x.dtype == y.dtype and np.array_equal(x, y), f"{what}: params[{i}] differ"
-
-
-class Checks:
+class Checks(TorchChecks):
     def __init__(self, comm: Communicator, args: argparse.Namespace) -> None:
         self.comm, self.args = comm, args
         self.rank, self.size = comm.rank, comm.size
@@ -212,22 +182,6 @@ class Checks:
         digests = self.comm.allgather_object([p.tobytes() for p in params])
         assert all(d == digests[0] for d in digests), "ranks' parameters differ"
 
-    def torch_tensors(self) -> None:
-        """torch CPU tensors go through the collectives without copies of the caller's."""
-        import torch
-
-        def as_torch(p: list[np.ndarray]) -> list[Any]:
-            return [torch.from_numpy(x) for x in p]
-
-        def grads(t: int, p: list[Any]) -> list[Any]:
-            return as_torch(gradient(t, [x.numpy() for x in p]))
-
-        params, ref = as_torch(initial_params()), as_torch(initial_params())
-        opt = run(self.comm, params, STEPS, grads, blocks=3, average_grads=True)
-        partition = [list(layout.pieces) for layout in opt.layouts]
-        run(SingleProcessComm(), ref, STEPS, grads, blocks=partition)
-        same_bits([p.numpy() for p in params], [p.numpy() for p in ref], "torch")
-
     def datatypes(self) -> None:
         """MPIComm makes each MPI datatype once: mpi4py's from_numpy_dtype builds a new one
         at every call and never frees it (RSS grew by about 0.5 KB per step)."""
@@ -241,101 +195,6 @@ class Checks:
         finally:
             dtlib.from_numpy_dtype = original
         assert len(calls) == 1, calls
-
-    def torch_optimizer(self) -> None:
-        """``mlbfgs.torch.MLBFGS(comm=...)``, two param groups: the same data on every rank
-        gives bitwise the one-process optimizer with the same blocks; a group without
-        gradients on one rank still joins the collectives (no hang), ranks stay identical."""
-        import torch
-
-        import mlbfgs.torch as mt
-
-        def train(comm: Communicator, blocks: list[Any], starve: int | None) -> Any:
-            torch.manual_seed(0)
-            net = torch.nn.Sequential(
-                torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
-            ).double()
-            groups = [
-                {"params": list(net[0].parameters()), "blocks": blocks[0]},
-                {"params": list(net[2].parameters()), "blocks": blocks[1], "lr": 0.02},
-            ]
-            opt = mt.MLBFGS(groups, lr=0.05, history=3, update_every=2, comm=comm, **extra)
-            for t in range(1, 13):
-                gen = torch.Generator().manual_seed(t)
-                x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
-                y = torch.randn(8, 3, generator=gen, dtype=torch.float64)
-                opt.zero_grad(set_to_none=True)
-                ((net(x) - y) ** 2).mean().backward()
-                if starve is not None and self.rank == starve:
-                    for p in net[2].parameters():
-                        p.grad = None
-                opt.step()
-            return net, opt
-
-        extra = {"average_grads": False}
-        net, opt = train(self.comm, [None, None], starve=None)
-        partition = [[list(layout.pieces) for layout in e.layouts] for e in opt.engines]
-        assert [len(p) for p in partition] == [self.size] * 2, partition  # one block a rank
-        ref, _ = train(SingleProcessComm(), partition, starve=None)
-        same_bits(
-            [p.detach().numpy() for p in net.parameters()],
-            [p.detach().numpy() for p in ref.parameters()],
-            "torch optimizer",
-        )
-        extra = {"average_grads": True}
-        net, opt = train(self.comm, [None, None], starve=self.size - 1)
-        assert all(e.step_count == 12 for e in opt.engines)
-        digests = self.comm.allgather_object(
-            [p.detach().numpy().tobytes() for p in net.parameters()]
-        )
-        assert all(d == digests[0] for d in digests), "ranks' parameters differ"
-
-    def torch_rank0_checkpoint(self) -> None:
-        """mlbfgs.torch.MLBFGS(comm=...): rank 0 alone saves state_dict() (every block, on
-        every rank), every rank loads it into a fresh optimizer and continues bitwise."""
-        import torch
-
-        import mlbfgs.torch as mt
-
-        def data(t: int) -> tuple[Any, Any]:
-            gen = torch.Generator().manual_seed(t)
-            x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
-            return x, torch.randn(8, 3, generator=gen, dtype=torch.float64)
-
-        def train(net: Any, opt: Any, steps: range) -> None:
-            for t in steps:
-                x, y = data(t)
-                opt.zero_grad(set_to_none=True)
-                ((net(x) - y) ** 2).mean().backward()
-                opt.step()
-
-        def make() -> tuple[Any, Any]:
-            torch.manual_seed(0)
-            net = torch.nn.Sequential(
-                torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
-            ).double()
-            return net, mt.MLBFGS(
-                net.parameters(), lr=0.05, history=3, update_every=2, comm=self.comm
-            )
-
-        path = Path(self.args.out) / "torch-optimizer.pt"
-        net, opt = make()
-        train(net, opt, range(1, 9))
-        saved = opt.state_dict()
-        if self.rank == 0:
-            torch.save({"net": net.state_dict(), "opt": saved}, path)
-        self.comm.allgather_object(None)
-        train(net, opt, range(9, 17))
-        twin, opt2 = make()
-        checkpoint = torch.load(path, weights_only=True)
-        twin.load_state_dict(checkpoint["net"])
-        opt2.load_state_dict(checkpoint["opt"])
-        train(twin, opt2, range(9, 17))
-        same_bits(
-            [p.detach().numpy() for p in net.parameters()],
-            [p.detach().numpy() for p in twin.parameters()],
-            "resumed from rank 0's file",
-        )
 
     def save(self) -> None:
         """Run, save per rank, continue: the continuation is what a resume must reproduce."""
