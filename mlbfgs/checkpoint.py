@@ -228,8 +228,9 @@ def _to_numpy(value: Any) -> Any:
     """A host NumPy copy of an array of any library (plain scalars and lists unchanged)."""
     if not is_array_api_obj(value):
         return value
-    if hasattr(value, "detach"):  # torch
-        return value.detach().cpu().numpy()
+    if hasattr(value, "detach"):  # torch; NumPy has no bfloat16, float32 holds it exactly
+        value = value.detach().cpu()
+        return (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
     if hasattr(value, "get") and not isinstance(value, np.ndarray):  # CuPy
         return value.get()
     return np.asarray(value)

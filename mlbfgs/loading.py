@@ -93,7 +93,13 @@ def read_state(
                     "mlbfgs.checkpoint.load_sharded)"
                 )
         blocks = {
-            b: decode_block(xp, f"block{b}.", state, fresh_block(layouts[b]))
+            b: decode_block(
+                xp,
+                f"block{b}.",
+                state,
+                fresh_block(layouts[b]),
+                params[layouts[b].indices[0]].dtype,
+            )
             for b in exchange.owned
         }
     except KeyError as missing:

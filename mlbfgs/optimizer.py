@@ -29,7 +29,7 @@ from .core import (
     is_boundary,
     skip_step,
 )
-from .core.config import Averaging, PairTiming, Preset, StepNorm
+from .core.config import Averaging, HistoryDtype, PairTiming, Preset, StepNorm
 from .core.pieces import Piece, resolve_blocks
 from .core.types import Array
 from .distributed import BlockExchange, construct_together
@@ -38,7 +38,14 @@ from .layout import BlockLayout, numel
 from .loading import LoadedState, read_state, structure
 from .nonfinite import describe as describe_nonfinite
 from .state import FORMAT_VERSION, encode_block
-from .validation import LearningRate, check_grads, check_lr, check_params, lr_at
+from .validation import (
+    LearningRate,
+    check_grads,
+    check_lr,
+    check_params,
+    history_storage,
+    lr_at,
+)
 
 __all__ = ["FORMAT_VERSION", "MLBFGS", "NonFiniteGradientError", "PreparedStep"]
 NonFinitePolicy = Literal["skip", "raise"]
@@ -70,7 +77,9 @@ class MLBFGS:
     ``restart_grad_average``, ``pair_timing``) take their values from ``preset`` unless
     given: ``None`` (the library defaults), ``"paper"`` (Algorithm 1 as written) or
     ``"released"`` (the authors' released optimizer); see ``docs/algorithm.md`` and
-    :class:`mlbfgs.MLBFGSConfig`. ``on_nonfinite`` chooses what a block does when its
+    :class:`mlbfgs.MLBFGSConfig`. ``history_dtype`` (``"float16"``, ``"bfloat16"``,
+    ``"float32"``; ``None``: the parameters' dtype) stores the curvature pairs in another
+    precision (docs/results.md). ``on_nonfinite`` chooses what a block does when its
     gradient holds a NaN or infinity: ``"skip"`` (default) leaves that block's parameters
     and state untouched for the step and counts it in ``stats()``; ``"raise"`` raises
     :class:`NonFiniteGradientError` before anything changes. A gradient given as ``None``
@@ -104,6 +113,7 @@ class MLBFGS:
         restart_grad_average: bool | None = None,
         pair_timing: PairTiming | None = None,
         preset: Preset | None = None,
+        history_dtype: HistoryDtype | None = None,
     ) -> None:
         self._guard = Guard()  # one call at a time (mlbfgs/guard.py)
         if comm is not None and not isinstance(comm, Communicator):
@@ -130,7 +140,9 @@ class MLBFGS:
                 averaging=averaging,
                 restart_grad_average=restart_grad_average,
                 pair_timing=pair_timing,
+                history_dtype=history_dtype,
             )
+            self._history_dtype = history_storage(self._xp, self.config.history_dtype)
             if on_nonfinite not in ("skip", "raise"):
                 raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
             if not isinstance(average_grads, bool):
@@ -186,17 +198,18 @@ class MLBFGS:
         return [list(blocks) for blocks in self._exchange.assignment]
 
     def history_bytes(self) -> int:
-        """Bytes of curvature history (pairs and Gram matrices) held by this rank."""
+        """Bytes of curvature history (pairs, Gram matrices, scales) held by this rank."""
         total = 0
         for block in self._blocks.values():
-            for array in (block.history.pairs, block.history.s_dot_y, block.history.y_dot_y):
+            for array in block.history.arrays():
                 total += numel(array.shape) * _itemsize(self._xp, array)
         return total
 
     def _fresh_block(self, layout: BlockLayout) -> BlockState:
         first = self.params[layout.indices[0]]
+        dtype = first.dtype if self._history_dtype is None else self._history_dtype
         history = CurvatureHistory.empty(
-            self._xp, self.config.history, layout.numel, first.dtype, device(first)
+            self._xp, self.config.history, layout.numel, dtype, device(first)
         )
         return BlockState(history=history)
 

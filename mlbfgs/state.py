@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from array_api_compat import array_namespace, device, is_array_api_obj
@@ -66,6 +66,8 @@ def encode_block(
     state[prefix + "history.pairs"] = xp.asarray(history.pairs, copy=copy)
     state[prefix + "history.s_dot_y"] = xp.asarray(history.s_dot_y, copy=copy)
     state[prefix + "history.y_dot_y"] = xp.asarray(history.y_dot_y, copy=copy)
+    if history.scales is not None:
+        state[prefix + "history.scales"] = xp.asarray(history.scales, copy=copy)
     state[prefix + "history.order"] = [int(slot) for slot in history.order]
     for name in _COUNTERS:
         state[prefix + "stats." + name] = int(getattr(block.stats, name))
@@ -75,27 +77,40 @@ def encode_block(
 
 
 def decode_block(
-    xp: Namespace, prefix: str, state: Mapping[str, Any], template: BlockState
+    xp: Namespace, prefix: str, state: Mapping[str, Any], template: BlockState, dtype: object
 ) -> BlockState:
     """Rebuild a block from ``state``, checking every value against ``template``.
 
-    ``template`` is a fresh block of the same layout; nothing of it is modified.
+    ``template`` is a fresh block of the same layout and ``dtype`` its parameters' dtype;
+    nothing of it is modified. History pairs may arrive widened (a ``.npz`` file holds
+    bfloat16 as float32, torch's ``load_state_dict`` casts to the parameters' dtype): they
+    are narrowed back if every value is exact in the history's dtype.
     """
     like = template.history.pairs
     n = int(like.shape[1])
 
-    def array(key: str, shape: tuple[int, ...], dtype: object) -> Array:
+    def array(key: str, shape: tuple[int, ...], dtype: object, widened: bool = False) -> Array:
         value = state[prefix + key]
         if not is_array_api_obj(value):
             raise TypeError(f"state[{prefix + key!r}] is a {type(value).__name__}, not an array")
         result = xp.asarray(value, device=device(like), copy=True)
-        if tuple(result.shape) != shape or result.dtype != dtype:
+        wider = widened and _wider(xp, result.dtype, dtype)
+        if tuple(result.shape) != shape or (result.dtype != dtype and not wider):
             raise ValueError(
                 f"state[{prefix + key!r}] has shape {tuple(result.shape)} and dtype "
                 f"{result.dtype}; expected {shape} and {dtype}"
             )
         if not bool(xp.all(xp.isfinite(result))):
             raise ValueError(f"state[{prefix + key!r}] holds NaN or infinity")
+        if result.dtype != dtype:
+            narrowed = xp.astype(result, dtype)
+            if not bool(xp.all(xp.astype(narrowed, result.dtype) == result)):
+                raise ValueError(
+                    f"state[{prefix + key!r}] has dtype {result.dtype} and values that {dtype}, "
+                    "the history's dtype, cannot hold exactly: was it saved with another "
+                    "history_dtype?"
+                )
+            result = narrowed
         return result
 
     present = {key: prefix + key in state for key in _ARRAYS}
@@ -103,7 +118,7 @@ def decode_block(
         present["averages.snapshot_theta"] != present["averages.snapshot_grad"]
     ):
         raise ValueError(f"state for {prefix!r} has one of a pair of averages but not the other")
-    vectors = {key: array(key, (n,), like.dtype) if present[key] else None for key in _ARRAYS}
+    vectors = {key: array(key, (n,), dtype) if present[key] else None for key in _ARRAYS}
     averages = None
     if vectors["averages.theta"] is not None and vectors["averages.grad"] is not None:
         averages = MomentumAverages(
@@ -134,11 +149,19 @@ def decode_block(
             f"state[{prefix + 'stats.pairs_pushed'!r}] is {stats.pairs_pushed}, fewer than the "
             f"{len(order)} pairs stored"
         )
+    scaled = template.history.scales is not None
+    if (prefix + "history.scales" in state) != scaled:
+        raise ValueError(
+            f"state[{prefix + 'history.scales'!r}] is "
+            f"{'missing' if scaled else 'present'}: the state's history was stored with "
+            f"another history_dtype than this optimizer's ({like.dtype})"
+        )
     history = CurvatureHistory(
-        pairs=array("history.pairs", (2 * capacity, n), like.dtype),
+        pairs=array("history.pairs", (2 * capacity, n), like.dtype, widened=True),
         s_dot_y=array("history.s_dot_y", square, xp.float64),
         y_dot_y=array("history.y_dot_y", square, xp.float64),
         order=order,
+        scales=_scales(xp, array, prefix, 2 * capacity) if scaled else None,
     )
     for name in ("s_dot_y", "y_dot_y"):
         gram = getattr(history, name)
@@ -155,6 +178,21 @@ def decode_block(
         form=_form(xp, history, prefix) if order else None,
         stats=stats,
     )
+
+
+def _wider(xp: Namespace, given: object, expected: object) -> bool:
+    """Whether ``given`` is a floating dtype with more bits than ``expected``."""
+    return bool(xp.isdtype(given, "real floating")) and (
+        int(xp.finfo(given).bits) > int(xp.finfo(expected).bits)
+    )
+
+
+def _scales(xp: Namespace, array: Callable[..., Array], prefix: str, rows: int) -> Array:
+    """The rows' scales of a half-precision history: positive powers of two."""
+    scales = array("history.scales", (rows,), xp.float64)
+    if any(math.frexp(float(scales[r]))[0] != 0.5 for r in range(rows)):
+        raise ValueError(f"state[{prefix + 'history.scales'!r}] must hold powers of two > 0")
+    return scales
 
 
 def _form(xp: Namespace, history: CurvatureHistory, prefix: str) -> Any:

@@ -37,7 +37,7 @@ import torch
 from . import optimizer as engine_module
 from .comm import Communicator
 from .core import MLBFGSConfig
-from .core.config import Averaging, PairTiming, Preset, StepNorm
+from .core.config import Averaging, HistoryDtype, PairTiming, Preset, StepNorm
 from .guard import exclusive
 from .torch_state import engine_state, gather_every_rank, param_state
 from .validation import check_lr
@@ -47,7 +47,8 @@ __all__ = ["MLBFGS"]
 # Group hyperparameters handed to the engine's configuration at every step.
 _CONFIG_KEYS = tuple(field.name for field in dataclasses.fields(MLBFGSConfig))
 # Fixed once the engine exists: they shape its state.
-_STRUCTURAL_KEYS = ("history", "blocks")
+_STRUCTURAL_KEYS = ("history", "blocks", "history_dtype")
+_NEWER_KEYS = ("maximize", "history_dtype")  # absent from groups saved by earlier versions
 _OLD_ENGINES_KEY = "mlbfgs_engines"  # the state_dict layout before optimizer.state held it
 
 
@@ -92,6 +93,7 @@ class MLBFGS(torch.optim.Optimizer):
         restart_grad_average: bool | None = None,
         pair_timing: PairTiming | None = None,
         preset: Preset | None = None,
+        history_dtype: HistoryDtype | None = None,
         maximize: bool = False,
         full_state_dict: bool = True,
     ) -> None:
@@ -120,6 +122,7 @@ class MLBFGS(torch.optim.Optimizer):
             averaging=averaging,
             restart_grad_average=restart_grad_average,
             pair_timing=pair_timing,
+            history_dtype=history_dtype,
         )
         defaults = {
             "lr": lr,
@@ -323,12 +326,12 @@ class MLBFGS(torch.optim.Optimizer):
         saved_groups = state_dict.get("param_groups", [])
         for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=False)):
             for key in _STRUCTURAL_KEYS:
-                if key not in saved:
+                if key not in saved and key not in _NEWER_KEYS:
                     raise KeyError(
                         f"state_dict param_groups[{index}] has no {key!r}; is it from "
                         "mlbfgs.torch.MLBFGS?"
                     )
-                if saved[key] != group[key]:
+                if saved.get(key, group[key]) != group[key]:
                     raise ValueError(
                         f"state_dict param_groups[{index}][{key!r}] is {saved.get(key)!r}, "
                         f"this optimizer has {group[key]!r}"
@@ -355,7 +358,7 @@ class MLBFGS(torch.optim.Optimizer):
         loaded = self.__dict__["_param_state"]
         old = self.__dict__.get("_old_format")
         for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
-            for key in ("maximize",):  # groups saved before these keys existed
+            for key in _NEWER_KEYS:
                 group.setdefault(key, self.defaults[key])
             try:
                 if old is not None:

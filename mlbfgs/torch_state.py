@@ -9,9 +9,11 @@ the parameters' dtype and device, ``copy.deepcopy``, pickling, and
   ``averages.grad``, ``averages.snapshot_theta``, ``averages.snapshot_grad``,
   ``momentum_buffer``), shaped like the parameter; a parameter split across blocks
   (several ranks) has flat slices ``name@start`` instead, one per piece;
-- under the first parameter of each block: ``block.history.pairs``, the Gram matrices
-  ``block.history.s_dot_y`` / ``block.history.y_dot_y`` as lists of floats (they are float64
-  whatever the parameters' dtype, and ``load_state_dict`` would cast a tensor), the slot
+- under the first parameter of each block: ``block.history.pairs`` (cast on load like
+  every tensor; a half-precision history is narrowed back exactly, ``state.py``), the Gram
+  matrices ``block.history.s_dot_y`` / ``block.history.y_dot_y`` and the rows' scales
+  ``block.history.scales`` as lists of floats (they are float64 whatever the parameters'
+  dtype, and ``load_state_dict`` would cast a tensor), the slot
   order ``block.history.order`` and the counters ``block.stats.*`` (``block@start.*``
   when the block starts inside that parameter);
 - under the first parameter of the group: ``group.step`` and ``group.partition`` (the
@@ -43,7 +45,8 @@ VECTORS = (
     "averages.snapshot_grad",
     "momentum_buffer",
 )
-GRAMS = ("history.s_dot_y", "history.y_dot_y")
+FLOAT64 = ("history.s_dot_y", "history.y_dot_y", "history.scales")
+"""Kept as lists of floats: ``load_state_dict`` would cast a tensor to the parameters' dtype."""
 
 
 def _block_prefix(piece: Sequence[int]) -> str:
@@ -73,7 +76,7 @@ def param_state(engine: Engine, flat: Mapping[str, Any]) -> list[dict[str, Any]]
                     else:
                         state[i][f"{name}@{start}"] = part
                     offset += stop - start
-            elif name in GRAMS:
+            elif name in FLOAT64:
                 head[head_prefix + name] = value.tolist()
             else:
                 head[head_prefix + name] = value
@@ -110,7 +113,7 @@ def engine_state(
             if not key.startswith(prefix):
                 continue
             name = key[len(prefix) :]
-            if name in GRAMS:
+            if name in FLOAT64:
                 value = torch.as_tensor(value, dtype=torch.float64, device=params[0].device)
             flat[f"block{b}." + name] = value
         for name in VECTORS:

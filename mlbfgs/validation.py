@@ -86,6 +86,20 @@ def check_grads(grads: object, params: Sequence[Array], xp: Namespace) -> list[A
     return list(grads)
 
 
+def history_storage(xp: Namespace, name: str | None) -> object | None:
+    """The dtype ``history_dtype`` names in ``xp`` (``None``: the parameters' own)."""
+    if name is None:
+        return None
+    dtype = getattr(xp, name, None)
+    if dtype is None:
+        library = getattr(xp, "__name__", repr(xp)).rsplit(".", 1)[-1]
+        raise ValueError(
+            f"history_dtype={name!r} is not a dtype of {library} (NumPy and CuPy have no "
+            "bfloat16: use 'float16', or torch tensors)"
+        )
+    return dtype
+
+
 def check_lr(lr: object) -> LearningRate:
     """A finite float >= 0, or a callable ``t -> float`` (checked at every step)."""
     if callable(lr):

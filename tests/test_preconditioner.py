@@ -47,7 +47,8 @@ def history_of(s_hist: np.ndarray, y_hist: np.ndarray, capacity: int) -> Curvatu
 
 def compact_product(history: CurvatureHistory, g: Array) -> Array:
     kernels = Kernels(xp)
-    return precondition(history, compact_form(xp, history), g, history.pairs @ g, kernels)
+    projection = kernels.project(history.pairs, g)
+    return precondition(history, compact_form(xp, history), g, projection, kernels)
 
 
 def compact_of(g: np.ndarray, s_hist: np.ndarray, y_hist: np.ndarray) -> np.ndarray:

@@ -63,7 +63,7 @@ class CupyKernels(Kernels):
         _axpby()(buffer, direction, self._scalar(momentum, buffer), one, buffer)
 
     def combine(self, pairs: Array, coefficients: Array, gamma: float, g: Array) -> Array:
-        if self.half(g.dtype):  # float32 coefficients and sums (core/kernels.py)
+        if self.mixed(pairs, g):  # wide coefficients and sums (core/kernels.py)
             return super().combine(pairs, coefficients, gamma, g)
         # gamma * g + pairs^T c as one cuBLAS GEMV accumulating into a copy of g.
         out = g.copy()

@@ -31,12 +31,12 @@ class TorchKernels(Kernels):
         torch.add(direction, buffer, alpha=momentum, out=buffer)
 
     def project(self, pairs: Array, g: Array) -> Array:
-        if self.half(g.dtype):  # float32 results (core/kernels.py)
+        if self.mixed(pairs, g):  # wide results (core/kernels.py)
             return self._project_wide(pairs, g)
         return torch.mv(pairs, g)
 
     def combine(self, pairs: Array, coefficients: Array, gamma: float, g: Array) -> Array:
-        if self.half(g.dtype):
+        if self.mixed(pairs, g):
             return super().combine(pairs, coefficients, gamma, g)
         # gamma * g + pairs^T c as one GEMV (cuBLAS on a GPU) instead of GEMV + scale + add.
         return torch.addmv(g, pairs.t(), coefficients, beta=gamma)
@@ -45,6 +45,6 @@ class TorchKernels(Kernels):
         return torch.add(theta, direction, alpha=-lr)
 
     def dot(self, x: Array, y: Array) -> Array:
-        if self.half(x.dtype):
+        if self.mixed(x, y):
             return super().dot(x, y)
         return torch.dot(x, y)

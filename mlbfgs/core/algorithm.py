@@ -163,7 +163,7 @@ def update_curvature(block: BlockState, g: Array, config: MLBFGSConfig, kernels:
     assert averages is not None
     if averages.snapshot_theta is not None:
         s, y = curvature_pair(averages)  # Eq (6)
-        newest = block.history.newest()
+        newest = block.history.newest(s.dtype)
         if config.pair_momentum != 0.0 and newest is not None:
             s, y = mix_with_newest(s, y, newest, config.pair_momentum)
         outcome = prepare_pair(  # Eq (7)

@@ -16,6 +16,8 @@ PairTiming = Literal["after_step", "before_step"]
 """When a curvature pair is formed at a boundary: after the update (the paper) or before
 the direction, so that it is used in the step it is formed in (the released code)."""
 Preset = Literal["paper", "released"]
+HistoryDtype = Literal["float32", "float16", "bfloat16"]
+"""Storage of the curvature pairs when it should differ from the parameters' dtype."""
 
 
 def is_real(value: object) -> TypeGuard[numbers.Real]:
@@ -73,6 +75,11 @@ class MLBFGSConfig:
     released code; ``M_theta`` is not restarted)."""
     pair_timing: PairTiming = "after_step"
     """See :data:`PairTiming`."""
+    history_dtype: HistoryDtype | None = None
+    """Storage of the ``(2M, n)`` pairs; ``None``: the parameters' dtype. In half precision
+    (``"float16"``, ``"bfloat16"``) each stored row is scaled by a power of two and every
+    product is accumulated in float32 or wider; the Gram matrices and the coefficients of
+    the compact form stay float64 (``core/history.py``)."""
 
     def __post_init__(self) -> None:
         self._count("history", minimum=1)
@@ -91,6 +98,8 @@ class MLBFGSConfig:
         self._choice("averaging", Averaging)
         self._flag("restart_grad_average")
         self._choice("pair_timing", PairTiming)
+        if self.history_dtype is not None:
+            self._choice("history_dtype", HistoryDtype)
 
     @classmethod
     def from_preset(cls, preset: str | None = None, **given: Any) -> MLBFGSConfig:

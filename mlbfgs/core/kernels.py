@@ -9,7 +9,10 @@ Inner products of half-precision vectors (float16, bfloat16) accumulate and retu
 float32: float16 overflows at 65504 and underflows below 6e-8, so ``g^T g`` of a hundred
 entries of 30, or ``s^T y`` of two small differences, would otherwise become inf or 0 and
 skip a finite step, reject a good pair, or put a zero on the diagonal of a Gram matrix.
-The vectors are converted in slices, so the extra memory stays bounded (``_SLICE``).
+The same wide path serves a half-precision history (``history_dtype``) next to float32 or
+float64 vectors: products accumulate in the wider of float32 and the vectors' dtype. The
+arrays are converted in slices small enough to stay in cache, so the extra memory stays
+bounded and each stored element is read from memory once (``_SLICE``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from collections.abc import Sequence
 
 from .types import Array, Namespace
 
-_SLICE = 1 << 24
-"""Float32 elements converted at a time by the half-precision products (64 MiB)."""
+_SLICE = 1 << 20
+"""Elements converted at a time by the half-precision products (4 MiB of float32)."""
 
 
 def is_half(xp: Namespace, dtype: object) -> bool:
@@ -30,6 +33,11 @@ def is_half(xp: Namespace, dtype: object) -> bool:
 def accumulation_dtype(xp: Namespace, dtype: object) -> object:
     """The dtype products with vectors of ``dtype`` accumulate in: float32 for half."""
     return xp.float32 if is_half(xp, dtype) else dtype
+
+
+def wide_dtype(xp: Namespace, *dtypes: object) -> object:
+    """Where products of arrays of ``dtypes`` accumulate: float64 if one is, else float32."""
+    return xp.float64 if any(d == xp.float64 for d in dtypes) else xp.float32
 
 
 class Kernels:
@@ -67,42 +75,52 @@ class Kernels:
         buffer *= momentum
         buffer += direction
 
+    def mixed(self, pairs: Array, g: Array) -> bool:
+        """Whether products of ``pairs`` and ``g`` take the wide path: either is half
+        precision, or the two dtypes differ."""
+        return self.half(pairs.dtype) or self.half(g.dtype) or pairs.dtype != g.dtype
+
     def project(self, pairs: Array, g: Array) -> Array:
         """``pairs @ g``: the 2M inner products of g with every stored s and y_hat
-        (float32 for half-precision arrays)."""
-        if self.half(g.dtype):
+        (accumulated and returned in :func:`wide_dtype` for half or mixed arrays)."""
+        if self.mixed(pairs, g):
             return self._project_wide(pairs, g)
         return self.xp.matmul(pairs, g)
 
     def _project_wide(self, pairs: Array, g: Array) -> Array:
-        """``pairs @ g`` accumulated in float32, converting a slice of columns at a time."""
-        xp, wide = self.xp, self.xp.float32
+        """``pairs @ g`` accumulated wide, converting a slice of columns at a time."""
+        xp = self.xp
+        wide = wide_dtype(xp, pairs.dtype, g.dtype)
         total = None
         for part in _slices(pairs, g):
-            product = xp.matmul(xp.astype(pairs[:, part], wide), xp.astype(g[part], wide))
+            product = xp.matmul(
+                xp.astype(pairs[:, part], wide, copy=False), xp.astype(g[part], wide, copy=False)
+            )
             total = product if total is None else total + product
         return total
 
     def combine(self, pairs: Array, coefficients: Array, gamma: float, g: Array) -> Array:
-        """``gamma * g + pairs^T @ coefficients``: the second product of the compact form.
+        """``gamma * g + pairs^T @ coefficients``: the second product of the compact form,
+        in g's dtype.
 
-        Half-precision pairs take float32 ``coefficients`` (which may exceed the half
-        range) and the sum is formed in float32, one slice at a time.
+        Half-precision or mixed arrays take ``coefficients`` in :func:`wide_dtype` (they
+        may exceed the half range) and form the sum there, one slice at a time.
         """
-        if self.half(g.dtype):
+        if self.mixed(pairs, g):
             return self._combine_wide(pairs, coefficients, gamma, g)
         out = self.xp.matmul(coefficients, pairs)
         out += gamma * g
         return out
 
     def _combine_wide(self, pairs: Array, coefficients: Array, gamma: float, g: Array) -> Array:
-        xp, wide = self.xp, self.xp.float32
-        c = xp.astype(coefficients, wide)
+        xp = self.xp
+        wide = wide_dtype(xp, pairs.dtype, g.dtype)
+        c = xp.astype(coefficients, wide, copy=False)
         out = xp.empty_like(g)
         for part in _slices(pairs, g):
-            total = xp.matmul(c, xp.astype(pairs[:, part], wide))
-            total += gamma * xp.astype(g[part], wide)
-            out[part] = xp.astype(total, g.dtype)
+            total = xp.matmul(c, xp.astype(pairs[:, part], wide, copy=False))
+            total += gamma * xp.astype(g[part], wide, copy=False)
+            out[part] = xp.astype(total, g.dtype, copy=False)
         return out
 
     def descend(self, theta: Array, direction: Array, lr: float) -> Array:
@@ -111,8 +129,8 @@ class Kernels:
 
     def dot(self, x: Array, y: Array) -> Array:
         """``x^T y`` of two vectors as a 0-d array (non-finite if either holds NaN or inf;
-        float32 for half-precision vectors)."""
-        if self.half(x.dtype):
+        wide for half-precision or mixed vectors, as :meth:`project`)."""
+        if self.mixed(x, y):
             return self._project_wide(self.xp.reshape(x, (1, -1)), y)[0]
         return self.xp.vecdot(x, y)
 

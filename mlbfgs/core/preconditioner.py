@@ -68,9 +68,15 @@ def compact_form(xp: Namespace, history: CurvatureHistory) -> CompactForm:
 def precondition(
     history: CurvatureHistory, form: CompactForm, g: Array, projection: Array, kernels: Kernels
 ) -> Array:
-    """``H g``, given ``projection = history.pairs @ g`` (the first of the two products)."""
+    """``H g``, given ``projection = history.pairs @ g`` (the first of the two products,
+    of the rows as stored)."""
     xp = kernels.xp
-    coefficients = xp.matmul(form.middle, xp.astype(projection, xp.float64))
+    projection = xp.astype(projection, xp.float64)
+    if history.scales is not None:  # rows are stored divided by their scales
+        projection = projection * history.scales
+    coefficients = xp.matmul(form.middle, projection)
+    if history.scales is not None:
+        coefficients = coefficients * history.scales
     # Back to the parameters' dtype (float32 for half precision, whose range the
     # coefficients may exceed) before touching the history: a float64 vector times a
     # float32 buffer would silently make a float64 copy of the whole buffer.
