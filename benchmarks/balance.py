@@ -14,7 +14,7 @@ are not), written down from the architectures. Nothing is run or timed.
 ``--plan`` prints instead, for a model of 1e9 float32 parameters and M = 10, the bytes
 each rank sends per step (one reduce-scatter and one all-gather, ring algorithms: what
 ``benchmarks/distributed.py`` counts and finds equal to one all-reduce) and the memory
-each rank holds, for p up to 1024.
+each rank holds (the history also with ``history_dtype="bfloat16"``), for p up to 1024.
 """
 
 from __future__ import annotations
@@ -89,16 +89,18 @@ def plan(d: int = 10**9, history: int = 10, itemsize: int = 4) -> None:
     print(f"{d:.0e} float32 parameters, M = {history}, one balanced block per rank")
     print(
         f"{'p':>5} {'sent/step GB (= one all-reduce)':>32} {'history GB':>11} "
-        f"{'block vectors GB':>17} {'replicated GB':>14}"
+        f"{'(bfloat16)':>11} {'block vectors GB':>17} {'replicated GB':>14}"
     )
+    grams = 2 * history**2 * 8
     for p in (1, 8, 64, 256, 1024):
         share = d / p
         sent = 2 * (p - 1) / p * d * itemsize  # reduce-scatter + all-gather
-        history_bytes = 2 * history * share * itemsize + 2 * history**2 * 8
+        history_bytes = 2 * history * share * itemsize + grams
+        half_bytes = 2 * history * share * 2 + grams + 2 * history * 8  # + the rows' scales
         vectors = 5 * share * itemsize  # two averages, two snapshots, heavy ball
         replicated = (3 if p > 1 else 2) * d * itemsize  # parameters, gradients, flat buffer
         print(
-            f"{p:>5} {sent / gb:>32.2f} {history_bytes / gb:>11.3f} "
+            f"{p:>5} {sent / gb:>32.2f} {history_bytes / gb:>11.3f} {half_bytes / gb:>11.3f} "
             f"{vectors / gb:>17.3f} {replicated / gb:>14.1f}"
         )
 

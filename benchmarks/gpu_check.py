@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1 << 24, help="parameters in the block")
     parser.add_argument("--history", type=int, default=10, help="M")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--history-dtype", help="also time a history stored in this dtype (bfloat16, float16)"
+    )
     args = parser.parse_args()
 
     xp, put, sync = namespace(args.backend, args.device)
@@ -105,6 +108,19 @@ def main() -> None:
         )
     print(f"fused vs generic speed-up:        {t_generic / t_fast:.2f}x")
     print(f"compact form vs two-loop speed-up: {t_loop / t_fast:.2f}x")
+    if args.history_dtype:
+        narrow = CurvatureHistory.empty(
+            xp, m, n, getattr(xp, args.history_dtype), array_api_compat.device(g)
+        )
+        for slot in history.order:
+            narrow.push(history.pairs[slot], history.pairs[m + slot], fast)
+        narrow_form = compact_form(xp, narrow)
+        t_narrow = seconds(
+            lambda: precondition(narrow, narrow_form, g, fast.project(narrow.pairs, g), fast),
+            sync,
+            args.repeats,
+        )
+        print(f"{args.history_dtype} history: {t_narrow / t_fast:.2f}x the float32 history's time")
 
 
 if __name__ == "__main__":

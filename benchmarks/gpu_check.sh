@@ -9,7 +9,8 @@
 #   1. checks that torch sees a CUDA device (so the torch-cuda tests cannot skip), then
 #      runs the backend suite and the torch-optimizer tests on torch-cuda and CuPy, and
 #   2. prints the preconditioner's bandwidth as a fraction of the card's measured read
-#      and copy bandwidth, for the fused torch and CuPy kernels and the generic ones.
+#      and copy bandwidth, for the fused torch and CuPy kernels and the generic ones, and
+#      its time with a half-precision history against the float32 one.
 # CuPy must be installed to match the CUDA version (e.g. `pip install cupy-cuda12x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,9 @@ MLBFGS_BACKEND_EXAMPLES=${MLBFGS_BACKEND_EXAMPLES:-50} "$PYTHON" -m pytest -q -r
     tests/test_backends.py -k "cuda or cupy"
 "$PYTHON" -m pytest -q -rs tests/test_torch_optimizer.py -k "cuda"
 
-"$PYTHON" benchmarks/gpu_check.py --backend torch --device cuda --n $((1 << 24)) --history 10
+"$PYTHON" benchmarks/gpu_check.py --backend torch --device cuda --n $((1 << 24)) --history 10 \
+    --history-dtype bfloat16
 if "$PYTHON" -c "import cupy, sys; sys.exit(0 if cupy.is_available() else 1)" 2>/dev/null; then
-    "$PYTHON" benchmarks/gpu_check.py --backend cupy --n $((1 << 24)) --history 10
+    "$PYTHON" benchmarks/gpu_check.py --backend cupy --n $((1 << 24)) --history 10 \
+        --history-dtype float16
 fi

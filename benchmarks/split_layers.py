@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+from collections.abc import Callable
 
 from mlbfgs.core.pieces import balanced_pieces
 from mlbfgs.experiments.convergence import METHODS, TASKS, Method, Protocol
@@ -36,10 +37,8 @@ def variants(task: str) -> dict[str, Method]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    args = parser.parse_args()
+def compare(variants: Callable[[str], dict[str, Method]], jobs: int, column: str) -> None:
+    """Run each task's ``variants`` on the evaluation seeds and print the medians."""
     keys, labels = [], []
     for task in TASK_NAMES:
         for name, method in variants(task).items():
@@ -47,14 +46,13 @@ def main() -> None:
             METHODS[label] = Method(label, method.kind, method.options)  # for the workers
             labels.append((task, name, label))
             keys += [Protocol().key(task, label, LR, seed) for seed in SEEDS]
-    results = execute(keys, args.jobs, lambda _: None)
+    results = execute(keys, jobs, lambda _: None)
     by_label: dict[str, list] = {}
     for result in results:
         by_label.setdefault(result.key.method, []).append(result)
     print(f"default optimizer, lr {LR}, seeds {list(SEEDS)}, the suite's budget; medians")
     print(
-        f"{'task':<12} {'blocks':<18} {'final train loss':>17} {'test accuracy':>14} "
-        f"{'diverged':>9}"
+        f"{'task':<12} {column:<18} {'final train loss':>17} {'test accuracy':>14} {'diverged':>9}"
     )
     for task, name, label in labels:
         runs = by_label[label]
@@ -65,6 +63,12 @@ def main() -> None:
             f"{task:<12} {name:<18} {statistics.median(finals):>17.4g} {accuracy:>14.4f} "
             f"{diverged:>6}/{len(runs)}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2)
+    compare(variants, parser.parse_args().jobs, "blocks")
 
 
 if __name__ == "__main__":
