@@ -77,11 +77,16 @@ def encode_block(
 
 
 def decode_block(
-    xp: Namespace, prefix: str, state: Mapping[str, Any], template: BlockState, dtype: object
+    xp: Namespace,
+    prefix: str,
+    state: Mapping[str, Any],
+    template: BlockState,
+    vector_dtype: object,
 ) -> BlockState:
     """Rebuild a block from ``state``, checking every value against ``template``.
 
-    ``template`` is a fresh block of the same layout and ``dtype`` its parameters' dtype;
+    ``template`` is a fresh block of the same layout and ``vector_dtype`` its parameters'
+    dtype;
     nothing of it is modified. History pairs may arrive widened (a ``.npz`` file holds
     bfloat16 as float32, torch's ``load_state_dict`` casts to the parameters' dtype): they
     are narrowed back if every value is exact in the history's dtype.
@@ -118,7 +123,7 @@ def decode_block(
         present["averages.snapshot_theta"] != present["averages.snapshot_grad"]
     ):
         raise ValueError(f"state for {prefix!r} has one of a pair of averages but not the other")
-    vectors = {key: array(key, (n,), dtype) if present[key] else None for key in _ARRAYS}
+    vectors = {key: array(key, (n,), vector_dtype) if present[key] else None for key in _ARRAYS}
     averages = None
     if vectors["averages.theta"] is not None and vectors["averages.grad"] is not None:
         averages = MomentumAverages(
@@ -149,19 +154,22 @@ def decode_block(
             f"state[{prefix + 'stats.pairs_pushed'!r}] is {stats.pairs_pushed}, fewer than the "
             f"{len(order)} pairs stored"
         )
-    scaled = template.history.scales is not None
-    if (prefix + "history.scales" in state) != scaled:
-        raise ValueError(
-            f"state[{prefix + 'history.scales'!r}] is "
-            f"{'missing' if scaled else 'present'}: the state's history was stored with "
-            f"another history_dtype than this optimizer's ({like.dtype})"
-        )
+    scales = template.history.scales
+    if prefix + "history.scales" in state:
+        if scales is None:
+            raise ValueError(
+                f"state[{prefix + 'history.scales'!r}] is present: the state's history was "
+                f"stored with another history_dtype than this optimizer's ({like.dtype})"
+            )
+        scales = _scales(xp, array, prefix, 2 * capacity)
+    # else: unscaled rows (a half-precision history saved before rows had scales) are
+    # rows of scale 1, the template's.
     history = CurvatureHistory(
         pairs=array("history.pairs", (2 * capacity, n), like.dtype, widened=True),
         s_dot_y=array("history.s_dot_y", square, xp.float64),
         y_dot_y=array("history.y_dot_y", square, xp.float64),
         order=order,
-        scales=_scales(xp, array, prefix, 2 * capacity) if scaled else None,
+        scales=None if scales is None else xp.asarray(scales, copy=True),
     )
     for name in ("s_dot_y", "y_dot_y"):
         gram = getattr(history, name)

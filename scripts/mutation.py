@@ -46,9 +46,20 @@ CORE_TESTS = (
     "tests/test_backends.py",
     "tests/test_backend_trajectories.py",
     "tests/test_reliability.py",  # half precision: the float32-accumulating kernels
+    "tests/test_history_dtype.py",
 )
 AREAS = {
     "core": Area(("mlbfgs/core/*",), CORE_TESTS),
+    # The history's storage end to end: ring buffer, kernels, compact form, state codec.
+    "storage": Area(
+        (
+            "mlbfgs/core/history.py",
+            "mlbfgs/core/kernels.py",
+            "mlbfgs/core/preconditioner.py",
+            "mlbfgs/state.py",
+        ),
+        (*CORE_TESTS, "tests/test_checkpoint.py", "tests/test_optimizer_contracts.py"),
+    ),
     "optimizer": Area(
         ("mlbfgs/optimizer.py", "mlbfgs/loading.py"),
         (
