@@ -78,6 +78,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--blocks", type=int, default=None, help="default: one per rank")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--history-dtype",
+        choices=["bfloat16", "float16"],
+        default=None,
+        help="store the curvature history in 16 bits (default: the parameters' float32)",
+    )
     args = parser.parse_args()
 
     comm, device = set_up(args.comm)
@@ -98,7 +104,8 @@ def main() -> None:
         weights,
         lr=cosine(args.lr, total_steps),
         comm=comm,
-        blocks=args.blocks,  # everything else: the library's defaults
+        blocks=args.blocks,
+        history_dtype=args.history_dtype,  # everything else: the library's defaults
     )
     x_test_t = torch.from_numpy(x_test).to(device)
     y_test_t = torch.from_numpy(y_test).to(device)
