@@ -82,7 +82,11 @@ def test_state_dict_is_a_snapshot() -> None:
             "dtype",
         ),
         (lambda s: s.update({"block0.history.order": [0, 0]}), ValueError, "order"),
-        (lambda s: s.update({"block1.averages.grad": [1.0] * 5}), TypeError, "averages.grad"),
+        (
+            lambda s: s.update({"block1.averages.grad": [1.0] * 5}),
+            TypeError,
+            r"block1\.averages\.grad'\] is a list, not an array",
+        ),
         (lambda s: s.pop("block1.averages.grad"), ValueError, "one of a pair"),
     ],
 )
@@ -128,8 +132,23 @@ def _poison(key: str, value: float, index: tuple[int, ...] = (0,)):
         (_poison("block0.history.s_dot_y", np.nan, (0, 1)), ValueError, "s_dot_y'] holds NaN"),
         (_poison("block0.history.y_dot_y", -np.inf, (1, 1)), ValueError, "y_dot_y'] holds NaN"),
         # A zero or negative Gram diagonal for a stored pair (a singular preconditioner).
-        (_poison("block0.history.s_dot_y", 0.0, (1, 1)), ValueError, r"s_dot_y'\] has a diag"),
-        (_poison("block0.history.y_dot_y", -1.0, (0, 0)), ValueError, r"y_dot_y'\] has a diag"),
+        (
+            _poison("block0.history.s_dot_y", 0.0, (1, 1)),
+            ValueError,
+            r"block0\.history\.s_dot_y'\] has a diag",
+        ),
+        (
+            _poison("block0.history.y_dot_y", -1.0, (0, 0)),
+            ValueError,
+            r"block0\.history\.y_dot_y'\] has a diag",
+        ),
+        # Finite Gram matrices whose inverse is not: named, with what they give.
+        (
+            _poison("block0.history.s_dot_y", 1e308, (1, 0)),  # R[0, 1]: order [1, 0]
+            ValueError,
+            r"\['block0\.history\.s_dot_y'\] and \['block0\.history\.y_dot_y'\] give a "
+            "non-finite preconditioner",
+        ),
         # Counters must be integers, named by their key.
         (lambda s: s.update({"step": "abc"}), TypeError, r"state\['step'\] must be an integer"),
         (lambda s: s.update({"step": 3.7}), ValueError, r"state\['step'\] must be an integer"),
@@ -138,12 +157,52 @@ def _poison(key: str, value: float, index: tuple[int, ...] = (0,)):
         (lambda s: s.update({"block0.stats.pairs_pushed": 1.5}), ValueError, "pairs_pushed"),
         (lambda s: s.update({"block0.stats.pairs_pushed": 1}), ValueError, "fewer than the 2"),
         (lambda s: s.update({"block0.stats.mu": "x"}), TypeError, r"block0\.stats\.mu"),
+        (lambda s: s.update({"block0.stats.tau": "x"}), TypeError, "number, got a str"),
+        (lambda s: s.update({"step": [3]}), TypeError, r"'step'\] must be an integer, got a list"),
+        (lambda s: s.update({"step": np.array([3, 4])}), ValueError, r"'step'\] must be an int"),
         (lambda s: s.update({"format_version": 2}), ValueError, "format_version'] is 2"),
         (lambda s: s.update({"history": 2.5}), ValueError, r"'history'\] must be an integer"),
         # The ring buffer fills slots 0..m-1: any other order breaks its next push.
         (lambda s: s.update({"block0.history.order": [1]}), ValueError, "slot order"),
         (lambda s: s.update({"block0.history.order": [0, 2]}), ValueError, "slot order"),
         (lambda s: s.update({"block0.history.order": [0.0, 1.0]}), ValueError, "integer"),
+        (
+            lambda s: s.update({"block0.history.order": ["a", 0]}),
+            TypeError,
+            r"'block0\.history\.order\[0\]'\] must be an integer, got a str",
+        ),
+        # The partition's lists must hold integers, three a piece (numpy.load makes arrays).
+        (
+            lambda s: s.update({"partition.sizes": np.array([3.0])}),
+            ValueError,
+            r"'partition\.sizes'\] must hold integers",
+        ),
+        (
+            lambda s: s.update({"partition.pieces": np.asarray(s["partition.pieces"], float)}),
+            ValueError,
+            r"'partition\.pieces'\] must hold integers",
+        ),
+        (
+            lambda s: s.update({"partition.pieces": s["partition.pieces"][:-1]}),
+            ValueError,
+            r"^state\['partition\.pieces'\] must hold three integers a piece$",
+        ),
+        # A state saved before pieces: whole tensors named by index.
+        (
+            lambda s: _legacy(s, param_sizes=np.array([6.0, 5.0, 4.0])),
+            ValueError,
+            r"'param_sizes'\] must hold integers",
+        ),
+        (
+            lambda s: _legacy(s, indices=np.array([0.0, 1.0, 2.0])),
+            ValueError,
+            r"'partition\.indices'\] must hold integers",
+        ),
+        (
+            lambda s: _legacy(s, indices=[0, 1, 3]),
+            ValueError,
+            r"'partition\.indices'\] names parameters outside \[6, 5, 4\]",
+        ),
         (lambda s: s.update({"partition.sizes": [2, 2]}), ValueError, "partition.sizes"),
         (lambda s: s.update({"partition.sizes": [3, 0]}), ValueError, "partition.sizes"),
     ],
@@ -173,6 +232,25 @@ def test_a_state_read_back_from_savez_passes_the_checks(tmp_path) -> None:
         assert data["block0.history.order"].dtype == np.float64
         opt.load_state_dict(dict(data))
     assert opt.step_count == 1
+
+
+def _legacy(state: dict, indices: object = (0, 1, 2), param_sizes: object = None) -> None:
+    """``state`` as saved before pieces: ``partition.indices`` names whole tensors."""
+    del state["partition.pieces"]
+    state["partition.indices"] = indices
+    if param_sizes is not None:
+        state["param_sizes"] = param_sizes
+
+
+def test_loading_restores_the_statistics_exactly() -> None:
+    problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
+    params, opt = fresh(problem)
+    for t in range(1, 14):
+        opt.step(problem.gradient(t, params))
+    twin = mlbfgs.MLBFGS([p.copy() for p in params], **CONFIG)
+    twin.load_state_dict(opt.state_dict())
+    assert _stats_bitwise(twin.stats(), opt.stats())
+    assert all(not np.isnan(s["tau"]) for s in opt.stats())
 
 
 def _swap_first_pieces(state: dict) -> list[int]:

@@ -283,3 +283,145 @@ def test_a_half_state_without_scales_loads_as_rows_of_scale_one() -> None:
         results.append(params)
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# -- the storage's edges: ranges, dtypes, and what a state may hold ------------------------
+
+
+@pytest.mark.parametrize(("dtype", "magnitude"), [(np.float64, 1e-50), (np.float16, 1e-6)])
+def test_rows_far_outside_float32_or_inside_float16_subnormals_are_stored_exactly_scaled(
+    dtype: Any, magnitude: float
+) -> None:
+    """Scaling happens in float32 or wider and in two exact halves: float64 differences of
+    1e-50 (below float32's range) and float16 subnormals both keep their leading bits."""
+    rng = np.random.default_rng(5)
+    s = (magnitude * rng.uniform(0.5, 1.0, 40)).astype(dtype)
+    history = CurvatureHistory.empty(xp, 2, 40, np.float16, "cpu")
+    history.push(s, 2 * s, Kernels(xp))
+    s_hist, y_hist = history.chronological(xp)
+    assert s_hist.dtype == y_hist.dtype == np.float32
+    expected = s.astype(np.float64)
+    newest = history.newest(dtype)
+    assert newest is not None and newest[0].dtype == dtype
+    np.testing.assert_allclose(newest[0].astype(np.float64), expected, rtol=2.0**-11, atol=0)
+    np.testing.assert_allclose(newest[1].astype(np.float64), 2 * expected, rtol=2.0**-11, atol=0)
+    if dtype == np.float16:  # float16 input: every bit survives the exact scaling
+        np.testing.assert_array_equal(s_hist[0], s.astype(np.float32))
+
+
+def test_chronological_rows_of_a_half_history_are_float32() -> None:
+    history = history_of(tiny_pairs(30, 2), np.float16)
+    s_hist, y_hist = history.chronological(xp)
+    assert s_hist.dtype == y_hist.dtype == np.float32
+
+
+def test_a_float32_history_for_float64_parameters() -> None:
+    """Not half precision (no scales): the products accumulate in float64, and the newest
+    pair comes back as float64 for pair momentum."""
+    rng = np.random.default_rng(6)
+    kernels = Kernels(xp)
+    pairs = rng.standard_normal((4, 50)).astype(np.float32)
+    g = rng.standard_normal(50)
+    projected = kernels.project(pairs, g)
+    assert projected.dtype == np.float64
+    np.testing.assert_allclose(projected, pairs.astype(np.float64) @ g, rtol=1e-13)
+    combined = kernels.combine(pairs, rng.standard_normal(4), 0.5, g)
+    assert combined.dtype == np.float64
+    history = CurvatureHistory.empty(xp, 2, 50, np.float32, "cpu")
+    assert history.scales is None
+    history.push(g, 2 * g, kernels)
+    newest = history.newest(np.float64)
+    assert newest is not None and newest[0].dtype == np.float64
+    np.testing.assert_array_equal(newest[0], g.astype(np.float32).astype(np.float64))
+    params = [np.ones(6), np.ones(3)]
+    opt = mlbfgs.MLBFGS(params, history_dtype="float32", pair_momentum=0.5, **CONFIG)
+    problem = NoisyQuadratic([(6,), (3,)], seed=2)
+    for t in range(1, 12):
+        opt.step(problem.gradient(t, params))
+    assert opt.stats()[0]["pairs_pushed"] > 1 and all(np.isfinite(p).all() for p in params)
+
+
+def test_state_dict_copies_the_scales() -> None:
+    _, opt = quadratic_run("float16", steps=6)
+    state = opt.state_dict()
+    saved = state["block0.history.scales"].copy()
+    problem = NoisyQuadratic(SHAPES, seed=4, noise=0.05)
+    for t in range(7, 16):
+        opt.step(problem.gradient(t, opt.params))
+    assert not np.array_equal(opt.state_dict()["block0.history.scales"], saved)
+    np.testing.assert_array_equal(state["block0.history.scales"], saved)
+
+
+@pytest.mark.parametrize(
+    ("edit", "history_dtype", "match"),
+    [
+        (
+            lambda s: s["block0.history.scales"].__setitem__(0, 3.0),
+            "float16",
+            r"^state\['block0\.history\.scales'\] must hold powers of two > 0$",
+        ),
+        (
+            lambda s: s.update({"block0.averages.theta": s["block0.averages.theta"].astype("f8")}),
+            "float16",
+            r"'block0\.averages\.theta'\] has shape \(31,\) and dtype float64",
+        ),
+        (
+            lambda s: s.update({"block0.history.pairs": s["block0.history.pairs"] + 2.0**-20}),
+            "float16",
+            r"'block0\.history\.pairs'\] has dtype float64 and values that float16, the "
+            r"history's dtype, cannot hold exactly: was it saved with another history_dtype\?",
+        ),
+        (
+            lambda s: None,
+            None,
+            r"'block0\.history\.scales'\] is present: the state's history was stored with "
+            r"another history_dtype than this optimizer's \(float32\)",
+        ),
+    ],
+)
+def test_bad_half_states_are_named_and_change_nothing(edit, history_dtype, match) -> None:
+    _, source = quadratic_run("float16", steps=10)
+    state = source.state_dict()
+    state["block0.history.pairs"] = state["block0.history.pairs"].astype(np.float64)  # widened
+    edit(state)
+    _, target = quadratic_run(history_dtype, steps=10)
+    before = snapshot(target.params, target)
+    with pytest.raises(ValueError, match=match):
+        target.load_state_dict(state)
+    assert_unchanged(before, target.params, target)
+
+
+def test_torch_float32_history_for_float64_parameters_matches_numpy() -> None:
+    torch = pytest.importorskip("torch")
+    problem = NoisyQuadratic(SHAPES, seed=3, noise=0.1)
+    runs = []
+    for wrap in (np.asarray, torch.from_numpy):
+        params = [wrap(p) for p in problem.initial(np.float64)]
+        opt = mlbfgs.MLBFGS(params, history_dtype="float32", **CONFIG)
+        for t in range(1, 16):
+            grads = problem.gradient(t, [np.asarray(p) for p in params])
+            opt.step([wrap(g) for g in grads])
+        runs.append([np.asarray(p) for p in params])
+    for a, b in zip(*runs, strict=True):  # float32 Gram products, summed in another order
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
+
+
+def test_torch_half_histories_of_one_width_do_not_load_into_each_other() -> None:
+    torch = pytest.importorskip("torch")
+    problem = NoisyQuadratic(SHAPES, seed=3, noise=0.1)
+    optimizers = {}
+    for name in ("float16", "bfloat16"):
+        params = [torch.from_numpy(p) for p in problem.initial(np.float32)]
+        opt = mlbfgs.MLBFGS(params, history_dtype=name, **CONFIG)
+        for t in range(1, 10):
+            opt.step(
+                [torch.from_numpy(g) for g in problem.gradient(t, [p.numpy() for p in params])]
+            )
+        optimizers[name] = opt
+    with pytest.raises(ValueError, match=r"history\.pairs'\] has shape .* dtype torch\.float16"):
+        optimizers["bfloat16"].load_state_dict(optimizers["float16"].state_dict())
+    history = optimizers["bfloat16"]._blocks[0].history
+    s_hist, _ = history.chronological(array_api_compat_torch())
+    assert s_hist.dtype == torch.float32 and s_hist.shape == (3, 31)
+    stored = history.pairs[history.order[-1]].float() * float(history.scales[history.order[-1]])
+    assert torch.equal(s_hist[-1], stored)
