@@ -155,7 +155,11 @@ def _poison(key: str, value: float, index: tuple[int, ...] = (0,)):
         (lambda s: s.update({"step": np.float64(4.0)}), ValueError, r"'step'\] must be an int"),
         (lambda s: s.update({"step": -1}), ValueError, r"'step'\] must be >= 0"),
         (lambda s: s.update({"block0.stats.pairs_pushed": 1.5}), ValueError, "pairs_pushed"),
-        (lambda s: s.update({"block0.stats.pairs_pushed": 1}), ValueError, "fewer than the 2"),
+        (
+            lambda s: s.update({"block0.stats.pairs_pushed": 1}),
+            ValueError,
+            r"'block0\.stats\.pairs_pushed'\] is 1, fewer than the 2",
+        ),
         (lambda s: s.update({"block0.stats.mu": "x"}), TypeError, r"block0\.stats\.mu"),
         (lambda s: s.update({"block0.stats.tau": "x"}), TypeError, "number, got a str"),
         (lambda s: s.update({"step": [3]}), TypeError, r"'step'\] must be an integer, got a list"),

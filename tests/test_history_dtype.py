@@ -309,6 +309,20 @@ def test_rows_far_outside_float32_or_inside_float16_subnormals_are_stored_exactl
         np.testing.assert_array_equal(s_hist[0], s.astype(np.float32))
 
 
+def test_half_gradients_of_small_norm_keep_float32_coefficients() -> None:
+    """Scaled rows peak near 2^15, so the coefficients that multiply them are 2^-15 of
+    H g's entries: for H g of 1e-3 they are float16 subnormals, kept float32."""
+    pairs = tiny_pairs(200, 3, seed=9)
+    half = history_of(pairs, np.float16)
+    g = (1e-3 * np.random.default_rng(10).standard_normal(200)).astype(np.float16)
+    kernels = Kernels(xp)
+    got = precondition(half, compact_form(xp, half), g, kernels.project(half.pairs, g), kernels)
+    s_hist, y_hist = (rows.astype(np.float64) for rows in half.chronological(xp))
+    own = two_loop(g.astype(np.float64), s_hist, y_hist)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, own, rtol=0, atol=2e-3 * np.abs(own).max())
+
+
 def test_chronological_rows_of_a_half_history_are_float32() -> None:
     history = history_of(tiny_pairs(30, 2), np.float16)
     s_hist, y_hist = history.chronological(xp)
@@ -325,8 +339,11 @@ def test_a_float32_history_for_float64_parameters() -> None:
     projected = kernels.project(pairs, g)
     assert projected.dtype == np.float64
     np.testing.assert_allclose(projected, pairs.astype(np.float64) @ g, rtol=1e-13)
-    combined = kernels.combine(pairs, rng.standard_normal(4), 0.5, g)
+    coefficients = rng.standard_normal(4)
+    combined = kernels.combine(pairs, coefficients, 0.5, g)
     assert combined.dtype == np.float64
+    exact = coefficients @ pairs.astype(np.float64) + 0.5 * g
+    np.testing.assert_allclose(combined, exact, rtol=0, atol=1e-14 * np.abs(exact).max())
     history = CurvatureHistory.empty(xp, 2, 50, np.float32, "cpu")
     assert history.scales is None
     history.push(g, 2 * g, kernels)
