@@ -78,8 +78,8 @@ class MLBFGSConfig:
     history_dtype: HistoryDtype | None = None
     """Storage of the ``(2M, n)`` pairs; ``None``: the parameters' dtype. In half precision
     (``"float16"``, ``"bfloat16"``) each stored row is scaled by a power of two and every
-    product is accumulated in float32 or wider; the Gram matrices and the coefficients of
-    the compact form stay float64 (``core/history.py``)."""
+    product is accumulated in float32 or wider; the Gram matrices and the compact form's
+    2M x 2M algebra stay float64 (``core/history.py``)."""
 
     def __post_init__(self) -> None:
         self._count("history", minimum=1)
