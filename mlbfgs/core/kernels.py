@@ -30,13 +30,9 @@ def is_half(xp: Namespace, dtype: object) -> bool:
     return int(xp.finfo(dtype).bits) < 32
 
 
-def accumulation_dtype(xp: Namespace, dtype: object) -> object:
-    """The dtype products with vectors of ``dtype`` accumulate in: float32 for half."""
-    return xp.float32 if is_half(xp, dtype) else dtype
-
-
 def wide_dtype(xp: Namespace, *dtypes: object) -> object:
-    """Where products of arrays of ``dtypes`` accumulate: float64 if one is, else float32."""
+    """Where products of arrays of ``dtypes`` accumulate: float64 if one is, else float32
+    (so float32 for half precision)."""
     return xp.float64 if any(d == xp.float64 for d in dtypes) else xp.float32
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from array_api_compat import device
 
 from .history import CurvatureHistory
-from .kernels import Kernels, accumulation_dtype
+from .kernels import Kernels, wide_dtype
 from .types import Array, Namespace
 
 
@@ -80,5 +80,5 @@ def precondition(
     # Back to the parameters' dtype (float32 for half precision, whose range the
     # coefficients may exceed) before touching the history: a float64 vector times a
     # float32 buffer would silently make a float64 copy of the whole buffer.
-    narrow = xp.astype(coefficients, accumulation_dtype(xp, g.dtype))
+    narrow = xp.astype(coefficients, wide_dtype(xp, g.dtype))
     return kernels.combine(history.pairs, narrow, form.gamma, g)
