@@ -46,6 +46,7 @@ CORE_TESTS = (
     "tests/test_backends.py",
     "tests/test_backend_trajectories.py",
     "tests/test_reliability.py",  # half precision: the float32-accumulating kernels
+    "tests/test_history_storage.py",
     "tests/test_history_dtype.py",
 )
 AREAS = {
