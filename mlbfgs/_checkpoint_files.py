@@ -20,7 +20,6 @@ import numpy as np
 MANIFEST = "manifest.json"
 SET_DIRECTORY = re.compile(r"^ckpt-(\d{6,})-step(\d+)$")
 SHARD_FILE = re.compile(r"^mlbfgs-rank(\d+)-of-(\d+)\.npz$")
-LEGACY_FILE = SHARD_FILE  # an older mlbfgs wrote the shards straight into the directory
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
@@ -67,15 +66,13 @@ def _committed(path: Path) -> bool:
 
 def find_checkpoint(directory: str | os.PathLike[str]) -> Path:
     """The set to load: ``directory`` itself if it is a committed set, else the newest
-    committed set in it, else ``directory`` if it holds the flat files of an older mlbfgs."""
+    committed set in it."""
     folder = Path(directory)
     if _committed(folder):
         return folder
     sets = committed_sets(folder)
     if sets:
         return sets[0][1]
-    if folder.is_dir() and any(LEGACY_FILE.match(path.name) for path in folder.iterdir()):
-        return folder
     pending = [path.name for _, path in set_directories(folder)]
     hint = f" (uncommitted sets, left by saves that did not finish: {pending})" if pending else ""
     raise FileNotFoundError(
@@ -88,11 +85,7 @@ class ShardedState(Mapping[str, Any]):
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         folder = Path(directory)
-        manifest = folder / MANIFEST
-        if manifest.is_file():
-            paths, step = _listed(manifest)
-        else:
-            paths, step = _legacy(folder), None
+        paths, step = _listed(folder / MANIFEST)
         self._paths = paths
         self._files: list[Any] = []
         try:
@@ -111,11 +104,11 @@ class ShardedState(Mapping[str, Any]):
         except BaseException:
             self.close()
             raise
-        if len(steps) != 1 or (step is not None and steps != {step}):
+        if steps != {step}:
             self.close()
             raise CheckpointError(
-                f"the per-rank files in {folder} are from steps {sorted(steps)}"
-                + (f", the manifest says {step}" if step is not None else "")
+                f"the per-rank files in {folder} are from steps {sorted(steps)}, "
+                f"the manifest says {step}"
             )
 
     def _read(self, index: int, key: str) -> Any:
@@ -159,20 +152,3 @@ def _listed(manifest: Path) -> tuple[list[Path], int]:
             )
         paths.append(path)
     return paths, step
-
-
-def _legacy(folder: Path) -> list[Path]:
-    """The complete set of flat per-rank files an older mlbfgs wrote into ``folder``."""
-    shards = sorted(
-        (int(m.group(1)), int(m.group(2)), path)
-        for path in (folder.iterdir() if folder.is_dir() else [])
-        if (m := LEGACY_FILE.match(path.name))
-    )
-    sizes = {size for _, size, _ in shards}
-    if not shards or len(sizes) != 1 or [r for r, *_ in shards] != list(range(sizes.pop())):
-        found = [path.name for *_, path in shards]
-        raise FileNotFoundError(
-            f"{folder} does not hold one complete set of per-rank files "
-            f"mlbfgs-rank<r>-of-<p>.npz written by save_sharded (found {found})"
-        )
-    return [path for *_, path in shards]

@@ -35,7 +35,6 @@ import numpy as np
 from array_api_compat import is_array_api_obj
 
 from ._checkpoint_files import (
-    LEGACY_FILE,
     MANIFEST,
     CheckpointError,
     ShardedState,
@@ -98,8 +97,8 @@ def save_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str], keep: int
 
 
 def load_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str]) -> Path:
-    """Load the newest committed set under ``directory`` (or the set ``directory`` itself,
-    or a flat directory written by an older mlbfgs); return the set's path.
+    """Load the newest committed set under ``directory`` (or the set ``directory`` itself);
+    return the set's path.
 
     Call on every rank, with any world size: each rank reads only the blocks it owns. An
     optimizer built with ``blocks=None`` adopts the saved blocks, so a run saved on p
@@ -196,15 +195,14 @@ def _commit(folder: Path, manifest: dict[str, Any], keep: int) -> None:
 
 
 def _remove_old(root: Path, newest: Path, keep: int) -> None:
-    """Remove committed sets beyond the newest ``keep``, failed saves, and flat files of an
-    older mlbfgs. Each set is uncommitted (manifest removed, fsynced) before its files go."""
+    """Remove committed sets beyond the newest ``keep``, and failed saves. Each set is
+    uncommitted (manifest removed, fsynced) before its files go."""
     sequence = {path: seq for seq, path in set_directories(root)}
     committed = [path for _, path in committed_sets(root)]  # newest first
     doomed = committed[keep:]
     doomed += [
         path for path, seq in sequence.items() if path not in committed and seq < sequence[newest]
     ]
-    legacy = [path for path in root.iterdir() if _is_legacy(path)]
     for path in doomed:
         manifest = path / MANIFEST
         if manifest.exists():
@@ -214,14 +212,7 @@ def _remove_old(root: Path, newest: Path, keep: int) -> None:
         for file in path.iterdir():
             file.unlink()
         path.rmdir()
-    if legacy and len(committed) >= keep:
-        for file in legacy:
-            file.unlink()
     fsync_directory(root)
-
-
-def _is_legacy(path: Path) -> bool:
-    return path.is_file() and bool(LEGACY_FILE.match(path.name))
 
 
 def _to_numpy(value: Any) -> Any:

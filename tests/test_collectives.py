@@ -8,6 +8,7 @@ only under ``on_nonfinite="raise"``; never one per block or per tensor.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -125,17 +126,20 @@ def _save_two_checkpoints(first: Path, second: Path) -> None:
 def test_per_rank_files_from_different_steps_are_refused(tmp_path: Path) -> None:
     early, late, mixed = tmp_path / "early", tmp_path / "late", tmp_path / "mixed"
     _save_two_checkpoints(early, late)
-    mixed.mkdir()
-    # Per-rank files of two committed sets, side by side in one (legacy, flat) directory.
-    shutil.copy(next(early.glob("ckpt-*")) / "mlbfgs-rank00000-of-00002.npz", mixed)
-    shutil.copy(next(late.glob("ckpt-*")) / "mlbfgs-rank00001-of-00002.npz", mixed)
+    # The late set with rank 0's file of the early one, its manifest updated to match.
+    shutil.copytree(next(late.glob("ckpt-*")), mixed)
+    shard = mixed / "mlbfgs-rank00000-of-00002.npz"
+    shutil.copy(next(early.glob("ckpt-*")) / shard.name, shard)
+    manifest = json.loads((mixed / "manifest.json").read_text())
+    manifest["files"][shard.name] = shard.stat().st_size
+    (mixed / "manifest.json").write_text(json.dumps(manifest))
 
     problem = NoisyQuadratic(SHAPES, seed=9, noise=0.1)
     params = problem.initial()
     opt = mlbfgs.MLBFGS(params, **CONFIG)
     opt.step(problem.gradient(1, params))
     before = snapshot(params, opt)
-    with pytest.raises(ValueError, match=r"from steps \[3, 5\]"):
+    with pytest.raises(ValueError, match=r"from steps \[3, 5\], the manifest says 5"):
         load_sharded(opt, mixed)
     assert_unchanged(before, params, opt)
     # The consistent sets load (on one process, adopting the 2-rank partition).

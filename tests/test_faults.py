@@ -214,17 +214,6 @@ def test_file_errors_name_the_path(base: Path, tmp_path: Path, damage: str) -> N
     assert opt.step_count == 0
 
 
-def test_an_old_flat_directory_still_loads_and_is_replaced(base: Path, tmp_path: Path) -> None:
-    (folder,) = base.iterdir()
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    for shard in folder.glob("*.npz"):
-        shutil.copy(shard, flat / shard.name)  # what save_sharded wrote before sets existed
-    opt = loads_as(flat, 6, 3)
-    save_sharded(opt, flat)
-    assert [p.name for p in flat.iterdir()] == ["ckpt-000001-step000000006"]
-
-
 # -- under real mpiexec ---------------------------------------------------------------------
 
 
