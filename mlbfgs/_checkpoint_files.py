@@ -1,6 +1,8 @@
 """The on-disk layout of sharded checkpoints: names, durability, and reading a set back.
 
-Every failure to read names the file (a truncated or missing file, a damaged member).
+Every failure to read names the file (a truncated or missing file, a damaged member). A
+set is read only through its manifest, and a manifest may name only per-rank files of its
+own directory, so no manifest makes mlbfgs read another file.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+# Matched with fullmatch, ASCII digits only: "$" would accept a trailing newline, and "\d"
+# other scripts' digits, names mlbfgs never writes.
 MANIFEST = "manifest.json"
-SET_DIRECTORY = re.compile(r"^ckpt-(\d{6,})-step(\d+)$")
-SHARD_FILE = re.compile(r"^mlbfgs-rank(\d+)-of-(\d+)\.npz$")
+SET_DIRECTORY = re.compile(r"ckpt-(\d{6,})-step(\d+)", re.ASCII)
+SHARD_FILE = re.compile(r"mlbfgs-rank(\d+)-of-(\d+)\.npz", re.ASCII)
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
@@ -50,7 +54,7 @@ def set_directories(root: Path) -> list[tuple[int, Path]]:
     found = [
         (int(match.group(1)), path)
         for path in root.iterdir()
-        if (match := SET_DIRECTORY.match(path.name)) and path.is_dir()
+        if (match := SET_DIRECTORY.fullmatch(path.name)) and path.is_dir()
     ]
     return sorted(found)
 
@@ -133,13 +137,32 @@ class ShardedState(Mapping[str, Any]):
             file.close()
 
 
-def _listed(manifest: Path) -> tuple[list[Path], int]:
-    """The files a manifest lists (each present with the size it records), and its step."""
+def read_manifest(manifest: Path) -> tuple[dict[str, Any], int]:
+    """The per-rank files a manifest lists (name: size in bytes) and its step.
+
+    Every name must be a per-rank file name of the manifest's own directory; a manifest
+    naming anything else (``../x.npz``, ``/tmp/x.npz``, ``sub/x.npz``, ``notes.txt``) is
+    refused before any listed file is opened, so a manifest cannot make mlbfgs read a
+    file outside its set."""
     try:
         content = json.loads(manifest.read_text())
-        files, step = dict(content["files"]), int(content["step"])
+        files, step = content["files"], int(content["step"])
+        if not isinstance(files, dict):  # a JSON object: its names are strings
+            raise TypeError(f"'files' is a {type(files).__name__}, not an object")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{manifest} is not a readable manifest: {error!r}") from None
+    foreign = sorted(name for name in files if SHARD_FILE.fullmatch(name) is None)
+    if foreign:
+        raise CheckpointError(
+            f"{manifest} lists {foreign}, not per-rank file names of its set "
+            "(mlbfgs-rank<r>-of-<p>.npz, without a directory): refusing to read them"
+        )
+    return files, step
+
+
+def _listed(manifest: Path) -> tuple[list[Path], int]:
+    """The files a manifest lists (each present with the size it records), and its step."""
+    files, step = read_manifest(manifest)
     paths = []
     for name, size in sorted(files.items()):
         path = manifest.parent / name
