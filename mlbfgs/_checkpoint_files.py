@@ -2,7 +2,7 @@
 
 Every failure to read names the file (a truncated or missing file, a damaged member). A
 set is read only through its manifest, and a manifest may name only per-rank files of its
-own directory, so no manifest makes mlbfgs read another file.
+own directory, so no manifest makes mlbfgs read (or, in cleanup, delete) another file.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 MANIFEST = "manifest.json"
 SET_DIRECTORY = re.compile(r"ckpt-(\d{6,})-step(\d+)", re.ASCII)
 SHARD_FILE = re.compile(r"mlbfgs-rank(\d+)-of-(\d+)\.npz", re.ASCII)
+PARTIAL = ".partial"  # a file being written; renamed to its final name once durable
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
@@ -33,6 +34,13 @@ class CheckpointError(ValueError):
 
 def shard_name(rank: int, size: int) -> str:
     return f"mlbfgs-rank{rank:05d}-of-{size:05d}.npz"
+
+
+def is_own_file(name: str) -> bool:
+    """Whether mlbfgs may have written a file ``name`` into a set directory: a per-rank
+    file, the manifest, or either under its temporary name."""
+    final = name.removesuffix(PARTIAL)
+    return final == MANIFEST or SHARD_FILE.fullmatch(final) is not None
 
 
 def fsync_directory(path: Path) -> None:
@@ -142,8 +150,8 @@ def read_manifest(manifest: Path) -> tuple[dict[str, Any], int]:
 
     Every name must be a per-rank file name of the manifest's own directory; a manifest
     naming anything else (``../x.npz``, ``/tmp/x.npz``, ``sub/x.npz``, ``notes.txt``) is
-    refused before any listed file is opened, so a manifest cannot make mlbfgs read a
-    file outside its set."""
+    refused before any listed file is opened, so a manifest cannot make mlbfgs read or
+    delete a file outside its set."""
     try:
         content = json.loads(manifest.read_text())
         files, step = content["files"], int(content["step"])

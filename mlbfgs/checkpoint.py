@@ -16,7 +16,8 @@ manifest exists is complete on disk. A crash before the commit leaves an uncommi
 (ignored by :func:`load_sharded`, removed by the next save); a crash after it leaves the
 new set committed, and a crash while old sets are removed leaves them uncommitted (their
 manifest goes first). Hence the newest committed set always loads, whichever rank dies
-at whatever point. ``docs/reliability.md`` states the guarantees.
+at whatever point. Removing a set deletes only what mlbfgs wrote there and follows no
+link. ``docs/reliability.md`` states the guarantees.
 
 :func:`load_sharded` reads such a directory on any number of ranks, each rank reading
 only the blocks it is assigned. All ranks must see one shared file system.
@@ -36,11 +37,14 @@ from array_api_compat import is_array_api_obj
 
 from ._checkpoint_files import (
     MANIFEST,
+    PARTIAL,
     CheckpointError,
     ShardedState,
     committed_sets,
     find_checkpoint,
     fsync_directory,
+    is_own_file,
+    read_manifest,
     set_directories,
     shard_name,
 )
@@ -164,7 +168,7 @@ def _new_set(root: Path, step: int) -> str:
 def _write_shard(path: Path, state: dict[str, Any], rank: int) -> int:
     """Write this rank's file durably under its final name; return its size in bytes."""
     _point("before_write", rank, path)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(path.name + PARTIAL)
     with open(partial, "wb") as stream:
         np.savez(stream, **state)
         stream.flush()
@@ -179,7 +183,7 @@ def _write_shard(path: Path, state: dict[str, Any], rank: int) -> int:
 def _commit(folder: Path, manifest: dict[str, Any], keep: int) -> None:
     """Rank 0, once every file is on disk: write the manifest, then remove old sets."""
     _point("before_commit", 0, folder)
-    partial = folder / (MANIFEST + ".partial")
+    partial = folder / (MANIFEST + PARTIAL)
     with open(partial, "w") as stream:
         json.dump(manifest, stream, indent=1)
         stream.flush()
@@ -189,30 +193,84 @@ def _commit(folder: Path, manifest: dict[str, Any], keep: int) -> None:
     fsync_directory(folder)
     _point("after_commit", 0, folder)
     try:
-        _remove_old(folder.parent, folder, keep)
+        kept = _remove_old(folder.parent, folder, keep)
     except OSError as error:  # the new set is committed; leftovers go at the next save
         warnings.warn(f"could not remove old checkpoints in {folder.parent}: {error}", stacklevel=3)
+        return
+    if kept:
+        warnings.warn("old checkpoints partly kept: " + "; ".join(kept), stacklevel=3)
 
 
-def _remove_old(root: Path, newest: Path, keep: int) -> None:
-    """Remove committed sets beyond the newest ``keep``, and failed saves. Each set is
-    uncommitted (manifest removed, fsynced) before its files go."""
+def _remove_old(root: Path, newest: Path, keep: int) -> list[str]:
+    """Remove committed sets beyond the newest ``keep``, and failed saves, deleting only what
+    mlbfgs wrote; return what was kept, and why. A link is never followed: a set directory
+    that is a link loses at most the link."""
     sequence = {path: seq for seq, path in set_directories(root)}
     committed = [path for _, path in committed_sets(root)]  # newest first
     doomed = committed[keep:]
     doomed += [
         path for path, seq in sequence.items() if path not in committed and seq < sequence[newest]
     ]
+    kept: list[str] = []
     for path in doomed:
-        manifest = path / MANIFEST
-        if manifest.exists():
-            manifest.unlink()
-            fsync_directory(path)
-            _point("mid_cleanup", 0, path)
-        for file in path.iterdir():
-            file.unlink()
-        path.rmdir()
+        if not path.is_symlink():
+            kept += _remove_set(path, root, committed=path in committed)
+        elif not _delete(path, root):
+            kept.append(f"{path} is a link out of {root}: kept, not followed")
     fsync_directory(root)
+    return kept
+
+
+def _remove_set(folder: Path, root: Path, committed: bool) -> list[str]:
+    """Delete what mlbfgs wrote in the set ``folder``, then the directory if that emptied it;
+    return what was kept. A committed set loses its manifest (fsynced) first, so a crash
+    part way leaves it uncommitted rather than committed and incomplete."""
+    ours = _written_by_mlbfgs(folder, committed)
+    if committed:
+        if not _delete(folder / MANIFEST, root):
+            return [f"{folder}: its {MANIFEST} is a link out of {root}, so the set stays"]
+        fsync_directory(folder)
+        _point("mid_cleanup", 0, folder)
+    foreign: list[str] = []
+    links: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if not ours(path.name) or not (path.is_symlink() or path.is_file()):
+            foreign.append(path.name)
+        elif not _delete(path, root):
+            links.append(path.name)
+    if not foreign and not links:
+        folder.rmdir()
+        return []
+    return [
+        f"{folder}: kept"
+        + (f" {foreign}, not written there by mlbfgs" if foreign else "")
+        + (" and" if foreign and links else "")
+        + (f" links {links} out of {root}, not followed" if links else "")
+    ]
+
+
+def _written_by_mlbfgs(folder: Path, committed: bool) -> Callable[[str], bool]:
+    """Whether a name in a set directory is one mlbfgs wrote: for a committed set, the files
+    its manifest lists, the manifest, and temporary names; for an uncommitted one (a save
+    that died part way), or a manifest that cannot be read, any name mlbfgs writes."""
+    if not committed:
+        return is_own_file
+    try:
+        listed = {*read_manifest(folder / MANIFEST)[0], MANIFEST}
+    except CheckpointError:
+        return is_own_file
+    return lambda name: name in listed or (name.endswith(PARTIAL) and is_own_file(name))
+
+
+def _delete(path: Path, root: Path) -> bool:
+    """Unlink the file or link ``path`` (a link itself, never its target), unless it is a
+    link that points outside ``root``: then it stays, and the answer is False."""
+    if path.is_symlink():
+        target = os.path.realpath(path)  # os.path: Path.resolve raises on a link loop
+        if not Path(target).is_relative_to(os.path.realpath(root)):
+            return False
+    path.unlink()
+    return True
 
 
 def _to_numpy(value: Any) -> Any:

@@ -75,6 +75,7 @@ AREAS = {
         ("mlbfgs/checkpoint.py",),
         (
             "tests/test_checkpoint.py",
+            "tests/test_checkpoint_paths.py",
             "tests/test_optimizer_contracts.py",
             "tests/test_distributed_units.py",
             "tests/test_collectives.py",

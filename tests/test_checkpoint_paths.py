@@ -1,4 +1,5 @@
-"""Checkpoints touch only their own files: a manifest cannot point outside its set."""
+"""Checkpoints touch only their own files: a manifest cannot point outside its set, and
+removing old sets deletes only what mlbfgs wrote, following no link."""
 
 from __future__ import annotations
 
@@ -128,3 +129,120 @@ def test_flat_per_rank_files_are_neither_loaded_nor_removed(tmp_path: Path) -> N
     with no_warnings():
         new = save_sharded(opt, root)
     assert sorted(p.name for p in root.iterdir()) == [new.name, SHARD]
+
+
+# -- removing old sets: only what mlbfgs wrote, no link followed ------------------------------
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_linked_old_set_keeps_every_file_of_its_target(tmp_path: Path, committed: bool) -> None:
+    elsewhere = save_sharded(trained(3)[1], tmp_path / "elsewhere")
+    (elsewhere / "notes.txt").write_text("mine")
+    if not committed:
+        (elsewhere / "manifest.json").unlink()
+    kept = files(elsewhere)
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    link = root / "ckpt-000001-step000000003"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.warns(UserWarning, match=re.escape(f"{link} is a link out of {root}")):
+        new = save_sharded(trained(4)[1], root)
+    assert files(elsewhere) == kept
+    assert sorted(p.name for p in root.iterdir()) == [link.name, new.name]
+    assert link.is_symlink()
+
+
+def test_a_linked_old_set_inside_the_root_loses_only_the_link(tmp_path: Path) -> None:
+    root = tmp_path / "ckpt"
+    stash = root / "stash"
+    shutil.copytree(save_sharded(trained(3)[1], tmp_path / "source"), stash)
+    kept = files(stash)
+    link = root / "ckpt-000001-step000000003"
+    link.symlink_to(stash, target_is_directory=True)
+    with no_warnings():
+        new = save_sharded(trained(4)[1], root)
+    assert sorted(p.name for p in root.iterdir()) == [new.name, "stash"]
+    assert files(stash) == kept
+
+
+@pytest.mark.parametrize(
+    ("committed", "foreign"),
+    [
+        (True, ["mlbfgs-rank00001-of-00002.npz", "notes.txt", "results"]),
+        (False, ["notes.txt", "results"]),
+    ],
+)
+def test_foreign_files_in_an_old_set_survive_and_are_named(
+    tmp_path: Path, committed: bool, foreign: list[str]
+) -> None:
+    """A committed set loses the files its manifest lists (a per-rank name it does not
+    list is foreign); an uncommitted one, every name mlbfgs writes."""
+    old = save_sharded(trained(3)[1], tmp_path)
+    (old / "notes.txt").write_text("mine")
+    (old / "results").mkdir()
+    (old / "results" / "loss.csv").write_text("1.0\n")
+    (old / "mlbfgs-rank00001-of-00002.npz").write_bytes(b"other")
+    (old / f"{SHARD}.partial").write_bytes(b"half")  # a save's leftovers
+    (old / "manifest.json.partial").write_text("{")
+    if not committed:
+        (old / "manifest.json").unlink()
+    kept = {name: data for name, data in files(old).items() if name.split("/")[0] in foreign}
+    with pytest.warns(UserWarning, match=re.escape(f"{old}: kept {foreign}, not written")):
+        new = save_sharded(trained(4)[1], tmp_path)
+    assert files(old) == kept
+    assert sorted(p.name for p in old.iterdir()) == foreign
+    # Once the user has moved their files, the next save removes the directory.
+    shutil.rmtree(old / "results")
+    for name in foreign[:-1]:
+        (old / name).unlink()
+    with no_warnings():
+        assert save_sharded(trained(5)[1], tmp_path, keep=2).name == "ckpt-000003-step000000005"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [new.name, "ckpt-000003-step000000005"]
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_linked_file_in_an_old_set_loses_at_most_the_link(tmp_path: Path, inside: bool) -> None:
+    root = tmp_path / "ckpt"
+    old = save_sharded(trained(3)[1], root)
+    target = (root if inside else tmp_path) / "shared" / SHARD
+    target.parent.mkdir()
+    (old / SHARD).replace(target)
+    (old / SHARD).symlink_to(target)
+    data = target.read_bytes()
+    if inside:
+        with no_warnings():
+            save_sharded(trained(4)[1], root)
+        assert not old.exists()
+    else:
+        message = f"{old}: kept links [{SHARD!r}] out of {root}, not followed"
+        with pytest.warns(UserWarning, match=re.escape(message)):
+            save_sharded(trained(4)[1], root)
+        assert [p.name for p in old.iterdir()] == [SHARD] and (old / SHARD).is_symlink()
+    assert target.read_bytes() == data
+
+
+def test_an_old_set_whose_manifest_links_out_of_the_root_stays_whole(tmp_path: Path) -> None:
+    root = tmp_path / "ckpt"
+    old = save_sharded(trained(3)[1], root)
+    manifest = tmp_path / "manifest.json"
+    (old / "manifest.json").replace(manifest)
+    (old / "manifest.json").symlink_to(manifest)
+    kept = files(old)
+    with pytest.warns(UserWarning, match=re.escape(f"{old}: its manifest.json is a link out")):
+        save_sharded(trained(4)[1], root)
+    assert files(old) == kept and manifest.is_file()
+    assert load_sharded(trained(1)[1], old) == old  # still committed, still complete
+
+
+def test_cleanup_never_follows_a_manifest_out_of_its_set(tmp_path: Path) -> None:
+    """A manifest naming another file is not read for cleanup either: the set's own
+    files go by their names, the other file stays."""
+    root = tmp_path / "ckpt"
+    old = save_sharded(trained(3)[1], root)
+    victim = tmp_path / "victim.npz"
+    shutil.copy(old / SHARD, victim)
+    set_manifest(old, {"../../victim.npz": victim.stat().st_size})
+    with no_warnings():
+        new = save_sharded(trained(4)[1], root)
+    assert victim.is_file()
+    assert [p.name for p in root.iterdir()] == [new.name]
