@@ -138,10 +138,12 @@ def dense_inverse_hessian(
 
 EXAMPLES = int(
     os.environ.get("MLBFGS_BACKEND_EXAMPLES")
+    or os.environ.get("MLBFGS_HYPOTHESIS_EXAMPLES")
     or (20 if os.environ.get("MLBFGS_HYPOTHESIS", "pinned") == "pinned" else 500)
 )
 """Hypothesis examples per property and backend: 20 pinned, 500 in the random profile
-(docs/testing.md); MLBFGS_BACKEND_EXAMPLES overrides (to measure tolerances)."""
+(docs/testing.md); MLBFGS_BACKEND_EXAMPLES (to measure tolerances) or
+MLBFGS_HYPOTHESIS_EXAMPLES overrides."""
 
 dtypes = st.sampled_from([np.float64, np.float32])
 seeds = st.integers(0, 2**32 - 1)

@@ -109,6 +109,22 @@ def spread(run: Run, gradient: GradientFn, reference: np.ndarray, eps: float = E
     return worst
 
 
+def joint_spread(
+    gradient: GradientFn, eps: float, *computations: tuple[Run, np.ndarray]
+) -> np.ndarray:
+    """Per step, the largest :func:`spread` of several ``(run, path)`` computations of the
+    same mathematics.
+
+    Each computation commits its own roundings, and their sensitivity to them need not be
+    alike: the optimizer's compact form solves with ``R = triu(S^T Y)``, which amplifies a
+    rounding of the pairs by up to cond(H) (beyond 1e6 for T = 1 and noisy pairs), while the
+    reference's two-loop recursion never forms R. Measuring only the reference's response
+    misses that source; the spread of each computation is its response to its own rounding.
+    """
+    spreads = [spread(run, gradient, path, eps) for run, path in computations]
+    return np.asarray(np.fmax.reduce(spreads))
+
+
 def compare_tame(
     got: np.ndarray,
     want: np.ndarray,
@@ -185,6 +201,7 @@ def trajectory_eps(eps: float, hessian_momentum: float) -> float:
     ``1 - beta``. So a step's inputs are perturbed by ``eps / (1 - beta)`` to account for
     the averages' own rounding (the same 1 / (1 - beta) amplification docs/backends.md
     measures); it overstates the rounding of everything else, which only widens the
-    tolerance.
+    tolerance. The same holds for any average the step keeps in place (the RMS of
+    ``h0="rms"``): pass the largest decay.
     """
     return eps / (1.0 - hessian_momentum)

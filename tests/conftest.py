@@ -7,6 +7,9 @@ fixture of the backend suites.
   on every run, so CI is reproducible.
 - ``random``: 500 fresh examples per property, no example database; choose the seed with
   ``pytest --hypothesis-seed=N`` to reproduce a run. Every property must pass here too.
+
+``MLBFGS_HYPOTHESIS_EXAMPLES=N`` sets the number of examples of either profile
+(``./scripts/test`` runs one random seed of the core properties with fewer examples).
 """
 
 from __future__ import annotations
@@ -23,8 +26,20 @@ COMMON = {
     "print_blob": True,
     "suppress_health_check": [HealthCheck.too_slow],
 }
-settings.register_profile("pinned", derandomize=True, **COMMON)
-settings.register_profile("random", derandomize=False, max_examples=500, database=None, **COMMON)
+EXAMPLES = os.environ.get("MLBFGS_HYPOTHESIS_EXAMPLES")
+settings.register_profile(
+    "pinned",
+    derandomize=True,
+    **COMMON,
+    **({"max_examples": int(EXAMPLES)} if EXAMPLES else {}),
+)
+settings.register_profile(
+    "random",
+    derandomize=False,
+    max_examples=int(EXAMPLES or 500),
+    database=None,
+    **COMMON,
+)
 if PROFILE not in ("pinned", "random"):
     raise ValueError(f"MLBFGS_HYPOTHESIS must be 'pinned' or 'random', got {PROFILE!r}")
 settings.load_profile(PROFILE)
