@@ -50,12 +50,13 @@ def read_state(
     xp: Namespace,
     adopt_partition: bool,
     fresh_block: Callable[[BlockLayout], BlockState],
+    second_moment: bool = False,
 ) -> LoadedState:
     """Check ``state`` against an optimizer of ``params`` whose blocks ``exchange`` moves,
     and decode the blocks this rank owns into ``fresh_block`` states. With
     ``adopt_partition`` (an optimizer built with ``blocks=None``) a different saved
     partition is taken over and its blocks assigned to this world's ranks; otherwise it
-    must match."""
+    must match. ``second_moment``: whether the optimizer keeps ``h0="rms"``'s v."""
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping from a state_dict, got {type(state)}")
     layouts = exchange.layouts
@@ -99,6 +100,7 @@ def read_state(
                 state,
                 fresh_block(layouts[b]),
                 params[layouts[b].indices[0]].dtype,
+                second_moment,
             )
             for b in exchange.owned
         }

@@ -29,7 +29,7 @@ from .core import (
     is_boundary,
     skip_step,
 )
-from .core.config import Averaging, HistoryDtype, PairTiming, Preset, StepNorm
+from .core.config import Averaging, HistoryDtype, InitialMatrix, PairTiming, Preset, StepNorm
 from .core.pieces import Piece, resolve_blocks
 from .core.types import Array
 from .distributed import BlockExchange, construct_together
@@ -72,16 +72,12 @@ class MLBFGS:
     """Momentum-based, damped, block-diagonal stochastic L-BFGS (Niu et al.).
 
     ``params`` is a list of arrays of any array-API library, updated in place by
-    ``step(grads)``. The hyperparameter names and defaults follow the paper (Table 5);
-    the step-control options (``step_norm``, ``pair_momentum``, ``averaging``,
-    ``restart_grad_average``, ``pair_timing``) take their values from ``preset`` unless
-    given: ``None`` (the library defaults), ``"paper"`` (Algorithm 1 as written) or
-    ``"released"`` (the authors' released optimizer); see ``docs/algorithm.md`` and
-    :class:`mlbfgs.MLBFGSConfig`. ``history_dtype`` (``"float16"``, ``"bfloat16"``,
-    ``"float32"``; ``None``: the parameters' dtype) stores the curvature pairs in another
-    precision (docs/results.md). ``on_nonfinite`` chooses what a block does when its
-    gradient holds a NaN or infinity: ``"skip"`` (default) leaves that block's parameters
-    and state untouched for the step and counts it in ``stats()``; ``"raise"`` raises
+    ``step(grads)``. The hyperparameters follow the paper (Table 5) and
+    :class:`mlbfgs.MLBFGSConfig` documents each; the step-control options take their values
+    from ``preset`` unless given: ``None`` (the library defaults), ``"paper"`` (Algorithm 1
+    as written) or ``"released"`` (the authors' released optimizer; docs/algorithm.md).
+    ``on_nonfinite``: ``"skip"`` (default) leaves a block whose gradient holds a NaN or
+    infinity untouched for the step and counts it in ``stats()``; ``"raise"`` raises
     :class:`NonFiniteGradientError` before anything changes. A gradient given as ``None``
     counts as zero in its block's statistics, and on one process its parameter is not
     moved (as torch.optim leaves a parameter without gradient alone); on several ranks
@@ -114,6 +110,9 @@ class MLBFGS:
         pair_timing: PairTiming | None = None,
         preset: Preset | None = None,
         history_dtype: HistoryDtype | None = None,
+        h0: InitialMatrix | None = None,
+        rms_decay: float | None = None,
+        rms_eps: float | None = None,
     ) -> None:
         self._guard = Guard()  # one call at a time (mlbfgs/guard.py)
         if comm is not None and not isinstance(comm, Communicator):
@@ -141,6 +140,9 @@ class MLBFGS:
                 restart_grad_average=restart_grad_average,
                 pair_timing=pair_timing,
                 history_dtype=history_dtype,
+                h0=h0,
+                rms_decay=rms_decay,
+                rms_eps=rms_eps,
             )
             self._history_dtype = history_storage(self._xp, self.config.history_dtype)
             if on_nonfinite not in ("skip", "raise"):
@@ -245,9 +247,12 @@ class MLBFGS:
         t = self._step + 1
         lr = lr_at(self.lr, t)
         exchange = self._exchange
-        # A pair formed before this step's direction changes the history: the product
-        # with the history waits until then, and g^T g certifies the gradient instead.
-        history_changes = config.pair_timing == "before_step" and is_boundary(t, config)
+        # A pair formed before this step's direction changes the history, and h0="rms"
+        # multiplies it with the scaled gradient: the product with the history waits until
+        # then, and g^T g certifies the gradient instead.
+        history_changes = config.h0 == "rms" or (
+            config.pair_timing == "before_step" and is_boundary(t, config)
+        )
         blocks, probes = [], []
         for b, g in zip(
             self.owned, exchange.gradients(xp, checked, self.average_grads), strict=True
@@ -387,6 +392,7 @@ class MLBFGS:
             xp=self._xp,
             adopt_partition=self._default_blocks,
             fresh_block=self._fresh_block,
+            second_moment=self.config.h0 == "rms",
         )
 
     def _adopt(self, loaded: LoadedState) -> None:

@@ -40,6 +40,7 @@ _ARRAYS = (
     "averages.snapshot_theta",
     "averages.snapshot_grad",
     "momentum_buffer",
+    "second_moment",
 )
 _COUNTERS = ("pairs_pushed", "pairs_rejected", "skipped_steps")
 
@@ -56,6 +57,7 @@ def encode_block(
         "averages.snapshot_theta": averages.snapshot_theta if averages else None,
         "averages.snapshot_grad": averages.snapshot_grad if averages else None,
         "momentum_buffer": block.momentum_buffer,
+        "second_moment": block.second_moment,
     }
     history = block.history
     state: dict[str, Any] = {
@@ -82,8 +84,12 @@ def decode_block(
     state: Mapping[str, Any],
     template: BlockState,
     vector_dtype: object,
+    second_moment: bool = False,
 ) -> BlockState:
     """Rebuild a block from ``state``, checking every value against ``template``.
+
+    ``second_moment``: whether the optimizer keeps ``h0="rms"``'s v, which every block
+    that took a step then has (and no other block may: its pairs are scaled by v).
 
     ``template`` is a fresh block of the same layout and ``vector_dtype`` its parameters'
     dtype;
@@ -123,7 +129,15 @@ def decode_block(
         present["averages.snapshot_theta"] != present["averages.snapshot_grad"]
     ):
         raise ValueError(f"state for {prefix!r} has one of a pair of averages but not the other")
+    if present["second_moment"] != (second_moment and present["averages.theta"]):
+        raise ValueError(
+            f"state for {prefix!r} {'has' if present['second_moment'] else 'lacks'} "
+            f"second_moment: it was saved with another h0 than this optimizer's "
+            f"({'rms' if second_moment else 'gamma'})"
+        )
     vectors = {key: array(key, (n,), vector_dtype) if present[key] else None for key in _ARRAYS}
+    if vectors["second_moment"] is not None and bool(xp.any(vectors["second_moment"] < 0)):
+        raise ValueError(f"state[{prefix + 'second_moment'!r}] holds a negative value")
     averages = None
     if vectors["averages.theta"] is not None and vectors["averages.grad"] is not None:
         averages = MomentumAverages(
@@ -183,7 +197,8 @@ def decode_block(
         history=history,
         averages=averages,
         momentum_buffer=vectors["momentum_buffer"],
-        form=_form(xp, history, prefix) if order else None,
+        second_moment=vectors["second_moment"],
+        form=_form(xp, history, prefix, 1.0 if second_moment else None) if order else None,
         stats=stats,
     )
 
@@ -203,10 +218,10 @@ def _scales(xp: Namespace, array: Callable[..., Array], prefix: str, rows: int) 
     return scales
 
 
-def _form(xp: Namespace, history: CurvatureHistory, prefix: str) -> Any:
+def _form(xp: Namespace, history: CurvatureHistory, prefix: str, gamma: float | None) -> Any:
     """The compact form of a loaded history, which must come out finite."""
     try:
-        form = compact_form(xp, history)
+        form = compact_form(xp, history, gamma)
         finite = math.isfinite(form.gamma) and bool(xp.all(xp.isfinite(form.middle)))
     except Exception as error:  # LinAlgError (NumPy: ValueError, torch: RuntimeError)
         raise ValueError(f"state[{prefix + 'history.s_dot_y'!r}] is singular: {error}") from None

@@ -37,7 +37,7 @@ import torch
 from . import optimizer as engine_module
 from .comm import Communicator
 from .core import MLBFGSConfig
-from .core.config import Averaging, HistoryDtype, PairTiming, Preset, StepNorm
+from .core.config import Averaging, HistoryDtype, InitialMatrix, PairTiming, Preset, StepNorm
 from .guard import exclusive
 from .torch_state import engine_state, gather_every_rank, param_state
 from .validation import check_lr
@@ -47,7 +47,7 @@ __all__ = ["MLBFGS"]
 # Group hyperparameters handed to the engine's configuration at every step.
 _CONFIG_KEYS = tuple(field.name for field in dataclasses.fields(MLBFGSConfig))
 # Fixed once the engine exists: they shape its state.
-_STRUCTURAL_KEYS = ("history", "blocks", "history_dtype")
+_STRUCTURAL_KEYS = ("history", "blocks", "history_dtype", "h0")
 _NEWER_KEYS = ("maximize", "history_dtype")  # absent from groups saved by earlier versions
 _OLD_ENGINES_KEY = "mlbfgs_engines"  # the state_dict layout before optimizer.state held it
 
@@ -94,6 +94,9 @@ class MLBFGS(torch.optim.Optimizer):
         pair_timing: PairTiming | None = None,
         preset: Preset | None = None,
         history_dtype: HistoryDtype | None = None,
+        h0: InitialMatrix | None = None,
+        rms_decay: float | None = None,
+        rms_eps: float | None = None,
         maximize: bool = False,
         full_state_dict: bool = True,
     ) -> None:
@@ -123,6 +126,9 @@ class MLBFGS(torch.optim.Optimizer):
             restart_grad_average=restart_grad_average,
             pair_timing=pair_timing,
             history_dtype=history_dtype,
+            h0=h0,
+            rms_decay=rms_decay,
+            rms_eps=rms_eps,
         )
         defaults = {
             "lr": lr,

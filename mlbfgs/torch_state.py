@@ -44,6 +44,7 @@ VECTORS = (
     "averages.snapshot_theta",
     "averages.snapshot_grad",
     "momentum_buffer",
+    "second_moment",
 )
 FLOAT64 = ("history.s_dot_y", "history.y_dot_y", "history.scales")
 """Kept as lists of floats: ``load_state_dict`` would cast a tensor to the parameters' dtype."""

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def reference_two_loop(g: np.ndarray, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Algorithm 2 with H_0 = (s^T y / y^T y) I of the newest pair."""
+def reference_two_loop(
+    g: np.ndarray, pairs: Sequence[tuple[np.ndarray, np.ndarray]], gamma: float | None = None
+) -> np.ndarray:
+    """Algorithm 2 with H_0 = (s^T y / y^T y) I of the newest pair (or gamma I)."""
     q = g.copy()
     alphas = []
     for s, y in reversed(pairs):
@@ -24,7 +26,7 @@ def reference_two_loop(g: np.ndarray, pairs: Sequence[tuple[np.ndarray, np.ndarr
         alphas.append(alpha)
         q -= alpha * y
     s_new, y_new = pairs[-1]
-    r = (s_new @ y_new) / (y_new @ y_new) * q
+    r = ((s_new @ y_new) / (y_new @ y_new) if gamma is None else gamma) * q
     for (s, y), alpha in zip(pairs, reversed(alphas), strict=True):
         beta = (y @ r) / (s @ y)
         r += (alpha - beta) * s
@@ -60,6 +62,9 @@ class ReferenceConfig:
     averaging: str = "mean"
     restart_grad_average: bool = False
     pair_timing: str = "after_step"
+    h0: str = "gamma"
+    rms_decay: float = 0.999
+    rms_eps: float = 1e-8
 
 
 @dataclass
@@ -69,6 +74,8 @@ class _Block:
     avg_grad: np.ndarray | None = None
     prev: tuple[np.ndarray, np.ndarray] | None = None
     buffer: np.ndarray | None = None
+    v: np.ndarray | None = None
+    """h0="rms": the moving average of g * g."""
     pairs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
@@ -108,23 +115,27 @@ def reference_run(
             else:
                 block.avg_theta = beta * block.avg_theta + theta
                 block.avg_grad = beta * block.avg_grad + g
+            if cfg.h0 == "rms":
+                decay = cfg.rms_decay
+                block.v = g * g if block.v is None else decay * block.v + (1 - decay) * g * g
             if before and t % cfg.update_every == 0:
                 _form_pair(block, g, cfg)
             preconditioned = t > warmup and bool(block.pairs)
             thetas.append(theta)
             gs.append(g)
-            d = reference_two_loop(g, block.pairs) if preconditioned else None
+            d = _h_times(block, g, cfg) if preconditioned else None
             if d is not None and diagnostics is not None:
-                h = np.stack([reference_two_loop(e, block.pairs) for e in np.eye(len(g))])
+                h = np.stack([_h_times(block, e, cfg) for e in np.eye(len(g))])
                 condition = float(np.linalg.cond(0.5 * (h + h.T)))
                 diagnostics["condition"] = max(diagnostics.get("condition", 1.0), condition)
             directions.append(d)
         total = sum(float(d @ d) for d in directions if d is not None)
         for block, theta, g, d in zip(state, thetas, gs, directions, strict=True):
+            first_order = g if cfg.h0 == "gamma" else _delta(block, cfg) * g
             if d is None:
-                d = g
+                d = first_order
             elif cfg.step_norm == "gradient":
-                d = d * (np.sqrt(g @ g) / np.sqrt(d @ d))
+                d = d * (np.sqrt(first_order @ first_order) / np.sqrt(d @ d))
             elif cfg.step_norm == "unit":
                 d = d / np.sqrt(total)
             if cfg.momentum:
@@ -141,11 +152,29 @@ def reference_run(
     return params, [b.pairs for b in state]
 
 
+def _delta(block: _Block, cfg: ReferenceConfig) -> np.ndarray:
+    """h0="rms": the diagonal of H_0, 1 / (sqrt(v) + eps)."""
+    assert block.v is not None
+    return 1.0 / (np.sqrt(block.v) + cfg.rms_eps)
+
+
+def _h_times(block: _Block, g: np.ndarray, cfg: ReferenceConfig) -> np.ndarray:
+    """H g: the two-loop recursion; with h0="rms" in the coordinates scaled by D^(1/2),
+    where the stored pairs live, with H_0 = I there."""
+    if cfg.h0 == "gamma":
+        return reference_two_loop(g, block.pairs)
+    root = np.sqrt(_delta(block, cfg))
+    return root * reference_two_loop(root * g, block.pairs, gamma=1.0)
+
+
 def _form_pair(block: _Block, g: np.ndarray, cfg: ReferenceConfig) -> None:
     """Eq (6), the released code's pair momentum, Eq (7), the ring buffer; then snapshot."""
     if block.prev is not None:
         s = block.avg_theta - block.prev[0]
         y = block.avg_grad - block.prev[1]
+        if cfg.h0 == "rms":  # the pair in the coordinates scaled by D^(1/2)
+            root = np.sqrt(_delta(block, cfg))
+            s, y = s / root, y * root
         if cfg.pair_momentum and block.pairs:
             s_prev, y_prev = block.pairs[-1]
             s = (1 - cfg.pair_momentum) * s + cfg.pair_momentum * s_prev

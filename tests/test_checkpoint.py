@@ -12,21 +12,49 @@ import mlbfgs
 CONFIG = {"lr": 0.05, "update_every": 3, "history": 2, "blocks": [[2, 0], [1]]}
 
 
-def fresh(problem: NoisyQuadratic, dtype=np.float64):
+def fresh(problem: NoisyQuadratic, dtype=np.float64, **options):
     params = problem.initial(dtype)
-    return params, mlbfgs.MLBFGS(params, **CONFIG)
+    return params, mlbfgs.MLBFGS(params, **CONFIG, **options)
 
 
+@pytest.mark.parametrize(("saved", "loading"), [("rms", "gamma"), ("gamma", "rms")])
+def test_a_state_of_the_other_initial_matrix_is_refused_unchanged(saved, loading) -> None:
+    """Pairs stored with h0="rms" live in scaled coordinates: read with H_0 = gamma I they
+    would be another matrix, so the state names the mismatch and nothing changes."""
+    problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
+    params, opt = fresh(problem, h0=saved)
+    for t in range(1, 8):
+        opt.step(problem.gradient(t, params))
+    state = opt.state_dict()
+    other_params, other = fresh(problem, h0=loading)
+    other.step(problem.gradient(1, other_params))
+    before = snapshot(other_params, other)
+    with pytest.raises(ValueError, match="saved with another h0 than this optimizer's"):
+        other.load_state_dict(state)
+    assert_unchanged(before, other_params, other)
+
+
+def test_a_negative_second_moment_is_refused() -> None:
+    problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
+    params, opt = fresh(problem, h0="rms")
+    opt.step(problem.gradient(1, params))
+    state = opt.state_dict()
+    state["block0.second_moment"] = -state["block0.second_moment"] - 1.0
+    with pytest.raises(ValueError, match="'block0.second_moment'.*negative"):
+        fresh(problem, h0="rms")[1].load_state_dict(state)
+
+
+@pytest.mark.parametrize("h0", ["gamma", "rms"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stop", [0, 2, 7, 13])
-def test_resume_through_savez_is_bitwise(tmp_path, dtype, stop) -> None:
+def test_resume_through_savez_is_bitwise(tmp_path, dtype, stop, h0) -> None:
     problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
     steps = 25
-    params, opt = fresh(problem, dtype)
+    params, opt = fresh(problem, dtype, h0=h0)
     for t in range(1, steps + 1):
         opt.step(problem.gradient(t, params))
 
-    params2, opt2 = fresh(problem, dtype)
+    params2, opt2 = fresh(problem, dtype, h0=h0)
     for t in range(1, stop + 1):
         opt2.step(problem.gradient(t, params2))
     path = tmp_path / "ckpt.npz"
@@ -34,7 +62,7 @@ def test_resume_through_savez_is_bitwise(tmp_path, dtype, stop) -> None:
     saved_params = [p.copy() for p in params2]
 
     resumed_params = saved_params
-    resumed = mlbfgs.MLBFGS(resumed_params, **CONFIG)
+    resumed = mlbfgs.MLBFGS(resumed_params, **CONFIG, h0=h0)
     with np.load(path, allow_pickle=False) as data:
         resumed.load_state_dict(dict(data))
     assert resumed.step_count == stop

@@ -93,9 +93,11 @@ def test_trajectory_matches_reference(seed, blocks, **config) -> None:
     restart_grad_average=st.booleans(),
     pair_timing=st.sampled_from(["after_step", "before_step"]),
     blocks=st.sampled_from([None, 2, [[3, 0], [2, 1]]]),
+    h0=st.sampled_from(["gamma", "rms"]),
 )
 def test_step_control_matches_reference(seed, blocks, **config) -> None:
-    """Every step-control option and every released-code behaviour, in any combination.
+    """Every step-control option, every released-code behaviour and both initial matrices,
+    in any combination.
 
     Damped only: undamped pairs may sit just above the acceptance threshold, where
     rounding alone decides between two different runs; the paper-literal test above
@@ -122,7 +124,9 @@ def test_step_control_matches_reference(seed, blocks, **config) -> None:
         return reference_run(problem.initial(), gradient, steps, partition, cfg, diagnostics)[0]
 
     want = conditioning.path_of(run_reference, problem.gradient)
-    eps = conditioning.trajectory_eps(conditioning.EPS, config["hessian_momentum"])
+    # h0="rms" keeps one more average, v (rms_decay 0.999), rounded in place like Eq (5)'s.
+    decay = max(config["hessian_momentum"], 0.999 if config["h0"] == "rms" else 0.0)
+    eps = conditioning.trajectory_eps(conditioning.EPS, decay)
     deviation = conditioning.joint_spread(
         problem.gradient, eps, (run_reference, want), (run_mlbfgs, got)
     )

@@ -24,14 +24,26 @@ import mlbfgs  # noqa: E402
 import mlbfgs.torch as mt  # noqa: E402
 
 
-def test_same_trajectory_as_engine_bitwise() -> None:
+@pytest.mark.parametrize("h0", ["gamma", "rms"])
+def test_same_trajectory_as_engine_bitwise(h0: str) -> None:
     data = batches(25)
     model, twin = make_model(), make_model()
-    opt = mt.MLBFGS(model.parameters(), lr=0.05, weight_decay=1e-3, **HYPER)
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, weight_decay=1e-3, h0=h0, **HYPER)
     train(model, opt, data)
-    engine_run(twin, data, lr=0.05, weight_decay=1e-3)
+    engine_run(twin, data, lr=0.05, weight_decay=1e-3, h0=h0)
     assert_same(model, twin)
     assert opt.stats()[0][0]["pairs_pushed"] > 3  # preconditioned steps were taken
+
+
+def test_h0_is_fixed_once_built() -> None:
+    """The pairs of h0="rms" live in scaled coordinates: switching H_0 mid-run would read
+    them as another matrix, so a group's h0 is structural, like its history."""
+    model = make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, h0="rms", **HYPER)
+    train(model, opt, batches(3))
+    opt.param_groups[0]["h0"] = "gamma"
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['h0'\] changed from 'rms'"):
+        train(model, opt, batches(1))
 
 
 def test_param_groups_own_lr_weight_decay_and_blocks() -> None:
@@ -167,11 +179,12 @@ def test_missing_gradients_leave_the_parameter_alone_and_gradless_groups_are_ski
     assert o1.engines[0].step_count == o2.engines[0].step_count == len(data)
 
 
+@pytest.mark.parametrize("h0", ["gamma", "rms"])
 @pytest.mark.parametrize("target", DEVICES)
-def test_state_dict_resume_is_exact_and_moves_devices(target: str) -> None:
+def test_state_dict_resume_is_exact_and_moves_devices(target: str, h0: str) -> None:
     data = batches(24)
     model = make_model()
-    opt = mt.MLBFGS(model.parameters(), lr=0.1, **HYPER)
+    opt = mt.MLBFGS(model.parameters(), lr=0.1, h0=h0, **HYPER)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=len(data))
     train(model, opt, data[:12], hook=sched.step)
 
@@ -185,7 +198,7 @@ def test_state_dict_resume_is_exact_and_moves_devices(target: str) -> None:
     saved = torch.load(buffer, weights_only=True, map_location="cpu")
     resumed = make_model(seed=5).to(target)
     resumed.load_state_dict(saved["model"])
-    opt2 = mt.MLBFGS(resumed.parameters(), lr=0.1, **HYPER)
+    opt2 = mt.MLBFGS(resumed.parameters(), lr=0.1, h0=h0, **HYPER)
     sched2 = torch.optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=len(data))
     opt2.load_state_dict(saved["opt"])
     sched2.load_state_dict(saved["sched"])

@@ -16,6 +16,7 @@ from .config import MLBFGSConfig
 from .curvature import curvature_pair, mix_with_newest, prepare_pair
 from .first_order import heavy_ball, in_warmup
 from .history import CurvatureHistory
+from .initial_matrix import root_of_delta, update_second_moment
 from .kernels import Kernels
 from .preconditioner import CompactForm, compact_form, precondition
 from .step_norm import BlockSum, direction_scales
@@ -45,6 +46,8 @@ class BlockState:
     history: CurvatureHistory
     averages: MomentumAverages | None = None
     momentum_buffer: Array | None = None
+    second_moment: Array | None = None
+    """v of ``h0="rms"`` (``core/initial_matrix.py``); ``None`` otherwise."""
     form: CompactForm | None = None
     stats: BlockStats = field(default_factory=BlockStats)
 
@@ -63,10 +66,30 @@ class BlockInput:
     g: Array
     """The gradient, weight decay included."""
     projection: Array | None
-    """``history.pairs @ g`` if already computed for this step's history, else ``None``."""
+    """``history.pairs @ g`` if already computed for this step's history, else ``None``
+    (always with ``h0="rms"``, whose product is with the scaled gradient)."""
     grad_sq: Array | None = None
     """``g^T g``; needed with ``step_norm="gradient"`` (the orchestrator computes it with
     the step's finiteness probe)."""
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One block's direction at step t, before step control and heavy ball."""
+
+    first_order: Array
+    """``H_0 g`` without the pairs' correction: g, or ``D g`` with ``h0="rms"``. The step
+    in warm-up, and the length ``step_norm="gradient"`` gives the preconditioned one."""
+    first_order_sq: Array | None
+    """Its squared norm, where ``step_norm="gradient"`` needs it."""
+    preconditioned: Array | None
+    """``H g`` (a fresh array), or ``None`` in warm-up."""
+
+
+def scaled_gamma(config: MLBFGSConfig) -> float | None:
+    """``H~_0``'s gamma: fixed at 1 over the diagonal ``H_0`` of ``h0="rms"``, which already
+    sets every coordinate's scale (``core/initial_matrix.py``); else the newest pair's."""
+    return 1.0 if config.h0 == "rms" else None
 
 
 def is_boundary(t: int, config: MLBFGSConfig) -> bool:
@@ -87,40 +110,62 @@ def algorithm_1(
     scales = direction_scales(  # step control (design §3.7)
         config.step_norm,
         [item.index for item in blocks],
-        [item.grad_sq for item in blocks],
-        directions,
+        [d.first_order_sq for d in directions],
+        [d.preconditioned for d in directions],
         kernels,
         sum_over_blocks,
     )
     return [
-        block_update(item, item.g if d is None else d, scale, t, lr, config, kernels)
+        block_update(
+            item,
+            d.first_order if d.preconditioned is None else d.preconditioned,
+            scale,
+            t,
+            lr,
+            config,
+            kernels,
+        )
         for item, d, scale in zip(blocks, directions, scales, strict=True)
     ]  # lines 11-17
 
 
-def block_direction(
-    item: BlockInput, t: int, config: MLBFGSConfig, kernels: Kernels
-) -> Array | None:
-    """Lines 5-10: update the averages (Eq (5)) and return ``H g``; ``None`` in warm-up.
+def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Kernels) -> Direction:
+    """Lines 5-10: update the averages (Eq (5)) and return ``H g`` (none in warm-up).
 
     With ``pair_timing="before_step"`` a boundary forms its pair first, so that the pair
-    preconditions the step it is formed in.
+    preconditions the step it is formed in. With ``h0="rms"`` H acts in the coordinates
+    where ``H_0 = gamma I`` (``core/initial_matrix.py``): ``H g = D^{1/2} H~ (D^{1/2} g)``.
     """
     block, g = item.block, item.g
     if block.averages is None:  # line 1: the averages start at theta_1 and g_1
         block.averages = MomentumAverages.start(kernels.xp, item.theta, g)
     else:  # line 6, Eq (5)
         block.averages.update(item.theta, g, config.hessian_momentum, kernels, config.averaging)
+    root = None
+    if config.h0 == "rms":
+        block.second_moment = update_second_moment(
+            block.second_moment, g, config.rms_decay, kernels
+        )
+        root = root_of_delta(kernels.xp, block.second_moment, config.rms_eps)
+        g = root * g  # D^{1/2} g: the gradient where H_0 = gamma I
     projection = item.projection
     if config.pair_timing == "before_step" and is_boundary(t, config):
-        update_curvature(block, g, config, kernels)
+        update_curvature(block, item.g, config, kernels)
         projection = None  # the history may have changed
-    if not block.preconditions(t, config):  # line 8: SGD warm-up
-        return None
+    first_order, first_order_sq = item.g, item.grad_sq
+    if root is not None:
+        first_order = root * g  # D g
+        if config.step_norm == "gradient":
+            first_order_sq = kernels.dot(first_order, first_order)
+    if not block.preconditions(t, config):  # line 8: first-order warm-up
+        return Direction(first_order, first_order_sq, None)
     if projection is None:
         projection = kernels.project(block.history.pairs, g)
     assert block.form is not None
-    return precondition(block.history, block.form, g, projection, kernels)  # line 10, Alg. 2
+    d = precondition(block.history, block.form, g, projection, kernels)  # line 10, Alg. 2
+    if root is not None:
+        d *= root
+    return Direction(first_order, first_order_sq, d)
 
 
 def block_update(
@@ -163,6 +208,11 @@ def update_curvature(block: BlockState, g: Array, config: MLBFGSConfig, kernels:
     assert averages is not None
     if averages.snapshot_theta is not None:
         s, y = curvature_pair(averages)  # Eq (6)
+        if config.h0 == "rms":  # the pair where H_0 = gamma I: (D^{-1/2} s, D^{1/2} y)
+            assert block.second_moment is not None
+            root = root_of_delta(kernels.xp, block.second_moment, config.rms_eps)
+            s /= root
+            y *= root
         newest = block.history.newest(s.dtype)
         if config.pair_momentum != 0.0 and newest is not None:
             s, y = mix_with_newest(s, y, newest, config.pair_momentum)
@@ -178,7 +228,7 @@ def update_curvature(block: BlockState, g: Array, config: MLBFGSConfig, kernels:
         block.stats.mu, block.stats.tau = outcome.mu, outcome.tau
         if outcome.accepted:
             block.history.push(outcome.s, outcome.y_hat, kernels)  # UpdateHessian
-            block.form = compact_form(kernels.xp, block.history)
+            block.form = compact_form(kernels.xp, block.history, scaled_gamma(config))
             block.stats.pairs_pushed += 1
         else:
             block.stats.pairs_rejected += 1

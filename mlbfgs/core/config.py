@@ -18,6 +18,9 @@ the direction, so that it is used in the step it is formed in (the released code
 Preset = Literal["paper", "released"]
 HistoryDtype = Literal["float32", "float16", "bfloat16"]
 """Storage of the curvature pairs when it should differ from the parameters' dtype."""
+InitialMatrix = Literal["gamma", "rms"]
+"""``H_0`` of Algorithm 2: ``gamma I`` (the paper) or ``diag(1 / (sqrt(v) + eps))`` from
+the gradient's RMS (``core/initial_matrix.py``)."""
 
 
 def is_real(value: object) -> TypeGuard[numbers.Real]:
@@ -75,6 +78,15 @@ class MLBFGSConfig:
     released code; ``M_theta`` is not restarted)."""
     pair_timing: PairTiming = "after_step"
     """See :data:`PairTiming`."""
+    h0: InitialMatrix = "gamma"
+    """``"gamma"``: ``H_0 = gamma I`` (Algorithm 2). ``"rms"``: ``H_0 = diag(delta)`` with
+    ``delta = 1 / (sqrt(v) + rms_eps)`` and v the moving average of ``g * g`` (Adam's second
+    moment), so H refines Adam's per-coordinate step with the curvature pairs; it costs one
+    more n-vector per block (``core/initial_matrix.py``)."""
+    rms_decay: float = 0.999
+    """beta_2 of ``v <- beta_2 v + (1 - beta_2) g * g`` (``h0="rms"``)."""
+    rms_eps: float = 1e-8
+    """eps of ``delta = 1 / (sqrt(v) + eps)`` (``h0="rms"``)."""
     history_dtype: HistoryDtype | None = None
     """Storage of the ``(2M, n)`` pairs; ``None``: the parameters' dtype. In half precision
     (``"float16"``, ``"bfloat16"``) each stored row is scaled by a power of two and every
@@ -98,6 +110,9 @@ class MLBFGSConfig:
         self._choice("averaging", Averaging)
         self._flag("restart_grad_average")
         self._choice("pair_timing", PairTiming)
+        self._choice("h0", InitialMatrix)
+        self._real("rms_decay", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        self._real("rms_eps", lambda v: v > 0.0, "> 0")
         if self.history_dtype is not None:
             self._choice("history_dtype", HistoryDtype)
 
@@ -150,6 +165,7 @@ PRESETS: Mapping[str, Mapping[str, object]] = {
         "averaging": "mean",
         "restart_grad_average": False,
         "pair_timing": "after_step",
+        "h0": "gamma",
     },
     # The authors' released optimizer (BlockSlimQN), step for step, except that weight
     # decay enters the gradient average as wd * theta (the released code adds wd * g).
@@ -159,6 +175,7 @@ PRESETS: Mapping[str, Mapping[str, object]] = {
         "averaging": "sum",
         "restart_grad_average": True,
         "pair_timing": "before_step",
+        "h0": "gamma",
     },
 }
 """Named sets of step-control values; any explicitly given value overrides them."""

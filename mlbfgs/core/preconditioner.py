@@ -36,15 +36,20 @@ class CompactForm:
     """``H_0 = gamma I``, from the newest pair."""
 
 
-def compact_form(xp: Namespace, history: CurvatureHistory) -> CompactForm:
-    """Build the middle matrix from the Gram matrices the history keeps up to date."""
+def compact_form(
+    xp: Namespace, history: CurvatureHistory, gamma: float | None = None
+) -> CompactForm:
+    """Build the middle matrix from the Gram matrices the history keeps up to date;
+    ``gamma=None`` takes ``s^T y_hat / y_hat^T y_hat`` of the newest pair (Algorithm 2), a
+    number fixes ``H_0 = gamma I`` (1.0 where the pairs are scaled by a diagonal H_0)."""
     capacity, m = history.capacity, len(history)
     on = device(history.s_dot_y)
     slots = xp.asarray(history.order, dtype=xp.int64, device=on)
     s_dot_y = xp.take(xp.take(history.s_dot_y, slots, axis=0), slots, axis=1)
     y_dot_y = xp.take(xp.take(history.y_dot_y, slots, axis=0), slots, axis=1)
-    newest = history.order[-1]
-    gamma = float(history.s_dot_y[newest, newest]) / float(history.y_dot_y[newest, newest])
+    if gamma is None:
+        newest = history.order[-1]
+        gamma = float(history.s_dot_y[newest, newest]) / float(history.y_dot_y[newest, newest])
 
     r = xp.triu(s_dot_y)
     d = xp.tril(r)  # the diagonal of S^T Y, as a matrix
