@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+from .. import parallel
 from .methods import METHODS
 from .runs import RunKey, RunResult, run
 from .tasks import TASKS
@@ -119,18 +119,7 @@ def iterations_ratio(outcome: Outcome, sgd: Outcome) -> float:
 
 def execute(keys: Sequence[RunKey], jobs: int, progress: Callable[[int], None]) -> list[RunResult]:
     """Run ``keys`` (in order of the result list) on ``jobs`` processes."""
-    if jobs <= 1:
-        results = []
-        for key in keys:
-            results.append(run(key))
-            progress(1)
-        return results
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run, key) for key in keys]
-        for future in futures:
-            future.result()
-            progress(1)
-        return [future.result() for future in futures]
+    return parallel.execute(run, keys, jobs, progress)
 
 
 def run_suite(
