@@ -67,13 +67,14 @@ class RunResult(LossCurve):
 
 @dataclass
 class Trace(LossCurve):
-    """What ``train`` records: the curve, the wall time of the whole loop, and the
-    training time (evaluations excluded) up to each evaluation."""
+    """What ``train`` records: the curve, the wall time of the whole loop, the training
+    time (evaluations excluded) up to each evaluation, and the steps taken."""
 
     iterations: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     training_seconds: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    steps: int = 0
 
 
 def train(
@@ -106,10 +107,12 @@ def train(
                 p.grad = None
             problem.batch_loss(t).backward()
             optimizer.step()
+            trace.steps = t
             if evaluate_at(t):
                 training += time.perf_counter() - tick
+                loss = problem.train_loss()
                 trace.iterations.append(t)
-                trace.loss.append(problem.train_loss())
+                trace.loss.append(loss)
                 trace.training_seconds.append(training)
                 tick = time.perf_counter()
                 if not math.isfinite(trace.loss[-1]):

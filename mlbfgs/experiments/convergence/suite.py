@@ -17,6 +17,7 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol as Interface
 
 from .. import parallel
 from .methods import METHODS
@@ -91,7 +92,25 @@ def _median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def choose_lr(grid: Sequence[RunResult]) -> float:
+class _HasLr(Interface):
+    @property
+    def lr(self) -> float: ...
+
+
+class Tuned(Interface):
+    """What ``choose_lr`` reads of a run (the suite's and the race's runs have it)."""
+
+    @property
+    def key(self) -> _HasLr: ...
+
+    @property
+    def diverged(self) -> bool: ...
+
+    @property
+    def final_loss(self) -> float: ...
+
+
+def choose_lr(grid: Sequence[Tuned]) -> float:
     """The lr of the lowest final loss among runs that did not diverge (the smallest lr
     if all diverged, so that the evaluation still runs)."""
     stable = [r for r in grid if not r.diverged]
