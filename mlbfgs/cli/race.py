@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 def report(outcomes: list[Any], found: dict[str, Any], result: Any) -> str:
     """A table per workload, the scores, the runs that raised and the defaults' summary.
     Timed columns: seconds to target, ms / step, B (time)."""
-    from ..experiments.race import HELD_OUT, WORKLOADS
+    from ..experiments.race import HELD_OUT
 
     lines = []
     for j, workload in enumerate(result.workloads):
@@ -116,11 +116,10 @@ def report(outcomes: list[Any], found: dict[str, Any], result: Any) -> str:
             else "none (every baseline diverged): no optimizer reaches it"
         )
         held = HELD_OUT.get(workload, "test accuracy")
-        lines += [
-            f"{workload} ({WORKLOADS[workload].iterations} steps x budget): target {reference}"
-        ]
+        mine = [o for o in outcomes if o.workload == workload]
+        lines += [f"{workload}, {mine[0].grid[0].key.iterations} steps: target {reference}"]
         rows = []
-        for o in (o for o in outcomes if o.workload == workload):
+        for o in mine:
             i = result.optimizers.index(o.optimizer)
             steps, seconds = result.steps[i, j], result.seconds[i, j]
             rows.append(
