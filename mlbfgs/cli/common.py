@@ -59,6 +59,25 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def names(
+    text: str | None, default: list[str], what: str, known: list[str] | None = None
+) -> list[str]:
+    """The comma-separated ``text`` as a list (``default`` when None); every name must be in
+    ``known`` (default: ``default``)."""
+    if text is None:
+        return default
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in (known or default)]
+    if unknown or not chosen:
+        raise ValueError(f"unknown {what}(s) {unknown}; choose from {known or default}")
+    return chosen
+
+
+def finite_or_text(values: Sequence[float]) -> list[float | str]:
+    """Numbers for JSON, which has no NaN or infinity: those become "nan", "inf", "-inf"."""
+    return [v if math.isfinite(v) else str(v) for v in values]
+
+
 def plain(doc: str | None) -> str:
     """A docstring as help text: reST literals and roles (``x``, :func:`x`) become plain."""
     return re.sub(r"`+", "", re.sub(r":[a-z]+:`([^`]*)`", r"\1", doc or ""))

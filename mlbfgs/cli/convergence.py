@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .common import out_dir, positive_int, progress, pyplot, save, table
+from .common import finite_or_text, names, out_dir, positive_int, progress, pyplot, save, table
 
 DEFAULT_LABEL = "mL-BFGS"
 
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
         total_runs,
     )
 
-    tasks = _names(args.tasks, list(TASKS), "task")
-    methods = _names(args.methods, list(DEFAULT_METHODS), "method", known=list(METHODS))
+    tasks = names(args.tasks, list(TASKS), "task")
+    methods = names(args.methods, list(DEFAULT_METHODS), "method", known=list(METHODS))
     if "SGD" not in methods:
         raise ValueError("--methods must include SGD: every ratio is measured against it")
     protocol = Protocol.quick() if args.quick else Protocol()
@@ -76,23 +76,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(
-    text: str | None, default: list[str], what: str, known: list[str] | None = None
-) -> list[str]:
-    if text is None:
-        return default
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in (known or default)]
-    if unknown or not names:
-        raise ValueError(f"unknown {what}(s) {unknown}; choose from {known or default}")
-    return names
-
-
 def _raw(result: Any) -> dict[str, Any]:
     return {
         **asdict(result.key),
         "iterations": result.iterations,
-        "loss": [v if math.isfinite(v) else str(v) for v in result.loss],
+        "loss": finite_or_text(result.loss),
         "test_accuracy": result.test_accuracy,
         "diverged": result.diverged,
         "seconds": result.seconds,

@@ -1,5 +1,5 @@
-"""``mlbfgs reproduce fig1|ablation|convergence``: the paper's Figure 1 and Figure 5, on
-NumPy, and the convergence suite behind the defaults.
+"""``mlbfgs reproduce fig1|ablation|convergence|race``: the paper's Figure 1 and Figure 5,
+on NumPy, the convergence suite behind the defaults, and the optimizer race.
 
 ``fig1``: a noisy quadratic (Section 3.1) optimised by SGD, vanilla stochastic L-BFGS,
 L-BFGS with momentum on the curvature statistics and the exact second-order step.
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import convergence
+from . import convergence, race
 from .common import (
     add_common,
     nonnegative_float,
@@ -36,7 +36,7 @@ from .common import (
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "reproduce",
-        help="the paper's Figure 1 and Figure 5 (ablation); the convergence suite",
+        help="the paper's Figure 1 and Figure 5 (ablation); the convergence suite; the race",
         description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -44,6 +44,7 @@ def add_parser(sub: Any) -> None:
     add_fig1(figures)
     add_ablation(figures)
     add_convergence(figures)
+    add_race(figures)
 
 
 def _leaf(
@@ -88,6 +89,12 @@ def add_convergence(figures: Any) -> None:
     doc = convergence.__doc__
     parser = _leaf(figures, "convergence", convergence.run, needs, "the convergence suite", doc)
     convergence.add_arguments(parser)
+
+
+def add_race(figures: Any) -> None:
+    parser = _leaf(figures, "race", race.run, race.NEEDS, "the optimizer race", race.__doc__)
+    parser.set_defaults(check=race.check)
+    race.add_arguments(parser)
 
 
 def fig1(args: argparse.Namespace) -> int:

@@ -85,14 +85,11 @@ def standardise(
     )
 
 
-def split(
-    name: str,
-    x: npt.NDArray[np.generic],
-    y: npt.NDArray[np.generic],
-    test_fraction: float = 0.2,
-    seed: int = 0,
-) -> Dataset:
-    """A seeded, class-stratified train/test split of one labelled set, then standardised."""
+def split_indices(
+    y: npt.NDArray[np.generic], test_fraction: float = 0.2, seed: int = 0
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Training and test indices of a seeded, class-stratified split (training shuffled,
+    test in order): what ``split`` uses, for callers that scale the images their own way."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     rng = np.random.default_rng(seed)
@@ -103,6 +100,17 @@ def split(
         test_idx.append(members[: int(np.floor(test_fraction * len(members) + 0.5))])
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[np.concatenate(test_idx)] = True
-    train_idx = rng.permutation(np.flatnonzero(~is_test))
-    test_sorted = np.flatnonzero(is_test)
-    return standardise(name, x[train_idx], labels[train_idx], x[test_sorted], labels[test_sorted])
+    return rng.permutation(np.flatnonzero(~is_test)), np.flatnonzero(is_test)
+
+
+def split(
+    name: str,
+    x: npt.NDArray[np.generic],
+    y: npt.NDArray[np.generic],
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """A seeded, class-stratified train/test split of one labelled set, then standardised."""
+    train_idx, test_idx = split_indices(y, test_fraction, seed)
+    labels = np.asarray(y, dtype=np.int64)
+    return standardise(name, x[train_idx], labels[train_idx], x[test_idx], labels[test_idx])

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol as Interface
 
+from .. import parallel
 from .methods import METHODS
 from .runs import RunKey, RunResult, run
 from .tasks import TASKS
@@ -91,7 +92,25 @@ def _median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def choose_lr(grid: Sequence[RunResult]) -> float:
+class _HasLr(Interface):
+    @property
+    def lr(self) -> float: ...
+
+
+class Tuned(Interface):
+    """What ``choose_lr`` reads of a run (the suite's and the race's runs have it)."""
+
+    @property
+    def key(self) -> _HasLr: ...
+
+    @property
+    def diverged(self) -> bool: ...
+
+    @property
+    def final_loss(self) -> float: ...
+
+
+def choose_lr(grid: Sequence[Tuned]) -> float:
     """The lr of the lowest final loss among runs that did not diverge (the smallest lr
     if all diverged, so that the evaluation still runs)."""
     stable = [r for r in grid if not r.diverged]
@@ -119,18 +138,7 @@ def iterations_ratio(outcome: Outcome, sgd: Outcome) -> float:
 
 def execute(keys: Sequence[RunKey], jobs: int, progress: Callable[[int], None]) -> list[RunResult]:
     """Run ``keys`` (in order of the result list) on ``jobs`` processes."""
-    if jobs <= 1:
-        results = []
-        for key in keys:
-            results.append(run(key))
-            progress(1)
-        return results
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run, key) for key in keys]
-        for future in futures:
-            future.result()
-            progress(1)
-        return [future.result() for future in futures]
+    return parallel.execute(run, keys, jobs, progress)
 
 
 def run_suite(

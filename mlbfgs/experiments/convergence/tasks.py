@@ -170,7 +170,8 @@ def _breast_cancer() -> Split:
     )
 
 
-def _seeded(seed: int, make: Callable[[], nn.Module], dtype: torch.dtype) -> nn.Module:
+def seeded(seed: int, make: Callable[[], nn.Module], dtype: torch.dtype) -> nn.Module:
+    """``make()`` under torch seed ``seed`` (the global RNG left as it was), as ``dtype``."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return make().to(dtype)
@@ -184,7 +185,7 @@ def _mlp(dtype: torch.dtype) -> Callable[[int, int], Problem]:
             )
 
         data = _image_tensors("digits", True, dtype)
-        return Classifier(_seeded(seed, make, dtype), data, 32, iterations, seed)
+        return Classifier(seeded(seed, make, dtype), data, 32, iterations, seed)
 
     return build
 
@@ -193,14 +194,14 @@ def _cnn(name: str, eval_limit: int | None = None) -> Callable[[int, int], Probl
     def build(seed: int, iterations: int) -> Problem:
         data = _image_tensors(name, False, torch.float32)
         _, channels, height, width = data[0].shape
-        model = _seeded(seed, lambda: small_cnn(channels, height, width, 10), torch.float32)
+        model = seeded(seed, lambda: small_cnn(channels, height, width, 10), torch.float32)
         return Classifier(model, data, 64, iterations, seed, eval_limit)
 
     return build
 
 
 def _logistic(seed: int, iterations: int) -> Problem:
-    model = _seeded(seed, lambda: nn.Linear(30, 1), torch.float64)
+    model = seeded(seed, lambda: nn.Linear(30, 1), torch.float64)
     return Classifier(model, _breast_cancer(), 32, iterations, seed)
 
 
