@@ -15,8 +15,8 @@ import torch
 import mlbfgs
 from mlbfgs.core import precondition
 from mlbfgs.data import load
+from mlbfgs.engine.validation import check_grads
 from mlbfgs.experiments.models import seeded_model
-from mlbfgs.validation import check_grads
 
 
 def micros(fn: Callable[[], object], calls: int = 2000) -> float:

@@ -57,12 +57,12 @@ AREAS = {
             "mlbfgs/core/history.py",
             "mlbfgs/core/kernels.py",
             "mlbfgs/core/preconditioner.py",
-            "mlbfgs/state.py",
+            "mlbfgs/engine/state.py",
         ),
         (*CORE_TESTS, "tests/test_checkpoint.py", "tests/test_optimizer_contracts.py"),
     ),
     "optimizer": Area(
-        ("mlbfgs/optimizer.py", "mlbfgs/loading.py"),
+        ("mlbfgs/engine/optimizer.py", "mlbfgs/engine/loading.py"),
         (
             *CORE_TESTS,
             "tests/test_checkpoint.py",
@@ -72,7 +72,7 @@ AREAS = {
         ),
     ),
     "checkpoint": Area(
-        ("mlbfgs/checkpoint.py",),
+        ("mlbfgs/checkpoint/sharded.py",),
         (
             "tests/test_checkpoint.py",
             "tests/test_checkpoint_paths.py",
@@ -86,7 +86,7 @@ AREAS = {
         ),
     ),
     "torch": Area(
-        ("mlbfgs/torch.py",),
+        ("mlbfgs/torch/optimizer.py",),
         (
             "tests/test_torch_optimizer.py",
             "tests/test_torch_optimizer_errors.py",

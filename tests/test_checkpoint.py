@@ -219,21 +219,16 @@ def _poison(key: str, value: float, index: tuple[int, ...] = (0,)):
             ValueError,
             r"^state\['partition\.pieces'\] must hold three integers a piece$",
         ),
-        # A state saved before pieces: whole tensors named by index.
         (
-            lambda s: _legacy(s, param_sizes=np.array([6.0, 5.0, 4.0])),
+            lambda s: s.update({"param_sizes": np.array([6.0, 5.0, 4.0])}),
             ValueError,
             r"'param_sizes'\] must hold integers",
         ),
+        # Blocks named by whole-tensor indices were never released: no pieces, no load.
         (
-            lambda s: _legacy(s, indices=np.array([0.0, 1.0, 2.0])),
-            ValueError,
-            r"'partition\.indices'\] must hold integers",
-        ),
-        (
-            lambda s: _legacy(s, indices=[0, 1, 3]),
-            ValueError,
-            r"'partition\.indices'\] names parameters outside \[6, 5, 4\]",
+            lambda s: s.update({"partition.indices": [0, 1, 2]}) or s.pop("partition.pieces"),
+            KeyError,
+            r"state is missing 'partition\.pieces'",
         ),
         (lambda s: s.update({"partition.sizes": [2, 2]}), ValueError, "partition.sizes"),
         (lambda s: s.update({"partition.sizes": [3, 0]}), ValueError, "partition.sizes"),
@@ -266,14 +261,6 @@ def test_a_state_read_back_from_savez_passes_the_checks(tmp_path) -> None:
     assert opt.step_count == 1
 
 
-def _legacy(state: dict, indices: object = (0, 1, 2), param_sizes: object = None) -> None:
-    """``state`` as saved before pieces: ``partition.indices`` names whole tensors."""
-    del state["partition.pieces"]
-    state["partition.indices"] = indices
-    if param_sizes is not None:
-        state["param_sizes"] = param_sizes
-
-
 def test_loading_restores_the_statistics_exactly() -> None:
     problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
     params, opt = fresh(problem)
@@ -289,23 +276,3 @@ def _swap_first_pieces(state: dict) -> list[int]:
     """``partition.pieces`` with the first block's two pieces in the other order."""
     flat = list(state["partition.pieces"])
     return [*flat[3:6], *flat[0:3], *flat[6:]]
-
-
-def test_state_saved_before_pieces_loads() -> None:
-    """States saved before blocks could split a tensor name whole tensors in
-    partition.indices; they load and resume bitwise."""
-    problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
-    params, opt = fresh(problem)
-    for t in range(1, 20):
-        opt.step(problem.gradient(t, params))
-    state = opt.state_dict()
-    old = {k: v for k, v in state.items() if k != "partition.pieces"}
-    old["partition.indices"] = [i for layout in opt.layouts for i in layout.indices]
-    twin = [p.copy() for p in params]
-    opt2 = mlbfgs.MLBFGS(twin, **CONFIG)
-    opt2.load_state_dict(old)
-    for t in range(20, 26):
-        opt.step(problem.gradient(t, params))
-        opt2.step(problem.gradient(t, twin))
-    for a, b in zip(params, twin, strict=True):
-        np.testing.assert_array_equal(a, b)

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mlbfgs
-from mlbfgs.assignment import assign_blocks, rank_counts
 from mlbfgs.checkpoint import ShardedState, load_sharded, save_sharded
 from mlbfgs.comm import Communicator, SingleProcessComm
-from mlbfgs.distributed import DistributedSetupError, construct_together
+from mlbfgs.engine.assignment import assign_blocks, rank_counts
+from mlbfgs.engine.distributed import DistributedSetupError, construct_together
 
 
 class PretendRank:
@@ -81,12 +81,12 @@ def test_disagreeing_ranks_get_a_clear_error() -> None:
         opt = mlbfgs.MLBFGS(params(), comm=PretendRank(0, 2), **change)
         return opt._fingerprint()
 
-    other = fingerprint(history=5)
+    other = (True, fingerprint(history=5))  # what together() gathers from rank 1
     with pytest.raises(
         DistributedSetupError, match=r"history: 10 on ranks \[0\], 5 on ranks \[1\]"
     ):
         mlbfgs.MLBFGS(params(), comm=PretendRank(0, 2, {1: other}))
-    failed = {"error": "ValueError: lr must be ..."}
+    failed = (False, "ValueError: lr must be ...")
     with pytest.raises(DistributedSetupError, match="rank 2: ValueError: lr must be"):
         mlbfgs.MLBFGS(params(), comm=PretendRank(0, 3, {2: failed}))
 
@@ -101,7 +101,7 @@ def test_a_rank_whose_set_up_fails_still_joins_the_check() -> None:
 
     with pytest.raises(ValueError, match="lr"):
         mlbfgs.MLBFGS(params(), comm=Recording(0, 2), lr=-1.0)
-    assert len(joined) == 1 and "lr" in joined[0]["error"]
+    assert len(joined) == 1 and joined[0][0] is False and "lr" in joined[0][1]
     with pytest.raises(ValueError, match="boom"):
         construct_together(SingleProcessComm(), lambda: (_ for _ in ()).throw(ValueError("boom")))
 

@@ -23,8 +23,7 @@ from helpers import mpiexec
 from thread_world import Killed, ThreadComm, run_world
 
 import mlbfgs
-from mlbfgs import checkpoint
-from mlbfgs.checkpoint import CheckpointError, load_sharded, save_sharded
+from mlbfgs.checkpoint import CheckpointError, load_sharded, save_sharded, sharded
 from mlbfgs.core.pieces import balanced_pieces
 
 HERE = Path(__file__).parent
@@ -75,13 +74,12 @@ def save_on_threads(root: Path, ranks: int, steps: int, kill: tuple[int, str] | 
         opt = faults.train(comm, steps)
         return save_sharded(opt, root)
 
-    if kill is not None:
-        rank, point = kill
-        checkpoint._hook = faults.crash_at(rank, point, lambda: comms[rank].kill())
-    try:
+    if kill is None:
         return run_world(ranks, body, return_errors=True)
-    finally:
-        checkpoint._hook = None
+    rank, point = kill
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sharded, "_reached", faults.crash_at(rank, point, lambda: comms[rank].kill()))
+        return run_world(ranks, body, return_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +152,11 @@ def test_a_failed_write_on_one_rank_raises_everywhere_and_commits_nothing(
         if rank == 2 and name == "before_write":
             raise OSError(28, "No space left on device")
 
-    checkpoint._hook = full_disk
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sharded, "_reached", full_disk)
         results = run_world(
             3, lambda comm: save_sharded(faults.train(comm, 10), root), return_errors=True
         )
-    finally:
-        checkpoint._hook = None
     assert isinstance(results[2], OSError)
     for result in results[:2]:
         assert isinstance(result, CheckpointError) and "rank 2: OSError" in str(result), result

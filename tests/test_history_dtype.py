@@ -163,25 +163,16 @@ def test_torch_bfloat16_engine_resumes_bitwise_through_sharded_npz(tmp_path: Pat
         assert torch.equal(got, want)
 
 
-def test_a_half_state_without_scales_loads_as_rows_of_scale_one() -> None:
-    """States saved before rows had scales hold unscaled float16 rows: scale 1 each."""
+def test_a_half_state_without_scales_is_refused() -> None:
+    """Every half-precision history has its rows' scales: a state without them (never
+    released) is refused, naming the key, and the optimizer is unchanged."""
     _, half = quadratic_run("float16", steps=10)
     state = half.state_dict()
-    scales = state.pop("block0.history.scales")
-    unscaled = state["block0.history.pairs"].astype(np.float64) * scales[:, None]
-    state["block0.history.pairs"] = unscaled.astype(np.float16)
-    with_ones = {**state, "block0.history.scales": np.ones_like(scales)}
-    results = []
-    for loaded_state in (state, with_ones):
-        problem = NoisyQuadratic(SHAPES, seed=4, noise=0.05)
-        params = [p.copy() for p in half.params]
-        opt = mlbfgs.MLBFGS(params, history_dtype="float16", **CONFIG)
-        opt.load_state_dict(loaded_state)
-        for t in range(11, 20):
-            opt.step(problem.gradient(t, params))
-        results.append(params)
-    for a, b in zip(*results, strict=True):
-        np.testing.assert_array_equal(a, b)
+    del state["block0.history.scales"]
+    opt = mlbfgs.MLBFGS([p.copy() for p in half.params], history_dtype="float16", **CONFIG)
+    with pytest.raises(ValueError, match=r"'block0\.history\.scales'\] is missing"):
+        opt.load_state_dict(state)
+    assert opt.step_count == 0
 
 
 def test_state_dict_copies_the_scales() -> None:

@@ -40,14 +40,18 @@ def test_defaults_are_the_papers_and_agree_with_the_config() -> None:
         "warmup": None,
     }
     assert {k: getattr(MLBFGSConfig(), k) for k in table5} == table5
+    # Both front ends take the hyperparameters from MLBFGSConfig's one definition.
     engine = inspect.signature(mlbfgs.MLBFGS).parameters
-    assert {k: engine[k].default for k in table5} == table5
+    assert engine["hyperparameters"].kind is inspect.Parameter.VAR_KEYWORD
+    assert mlbfgs.MLBFGS([np.zeros(3)]).config == MLBFGSConfig()
     others = {"lr": 0.1, "blocks": None, "comm": None, "average_grads": True}
     others["on_nonfinite"] = "skip"
     assert {k: engine[k].default for k in others} == others
     torch_mod = pytest.importorskip("mlbfgs.torch")
     adapter = inspect.signature(torch_mod.MLBFGS).parameters
-    assert {k: adapter[k].default for k in table5} == table5
+    assert adapter["hyperparameters"].kind is inspect.Parameter.VAR_KEYWORD
+    defaults = torch_mod.MLBFGS([pytest.importorskip("torch").zeros(3)]).defaults
+    assert {k: defaults[k] for k in table5} == table5
     assert {k: adapter[k].default for k in others} == others
 
 

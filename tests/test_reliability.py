@@ -16,7 +16,7 @@ from problems import NoisyQuadratic
 from thread_world import ThreadComm, run_world
 
 import mlbfgs
-from mlbfgs.guard import ConcurrentUseError
+from mlbfgs.engine import ConcurrentUseError
 
 # -- 1. everything is checked before anything changes ------------------------------------
 

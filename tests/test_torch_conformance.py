@@ -122,24 +122,15 @@ def test_state_dict_round_trip_with_weights_only_and_determinism() -> None:
     continue_both((model, opt), (twin, opt2))
 
 
-def test_older_state_dicts_load() -> None:
-    """A state dict of an earlier version: groups without "maximize", and the engine
-    states under "mlbfgs_engines" (the layout before optimizer.state held them)."""
+def test_a_group_without_a_structural_key_is_refused() -> None:
+    """Only state dicts of this format load (FORMAT_VERSION 1, the first released)."""
     model, opt = trained()
     old = opt.state_dict()
-    old = {
-        "state": {},
-        "param_groups": [
-            {k: v for k, v in group.items() if k != "maximize"} for group in old["param_groups"]
-        ],
-        "mlbfgs_engines": [engine.state_dict() for engine in opt.engines],
-    }
+    del old["param_groups"][0]["history_dtype"]
     twin = make_model(seed=7)
-    twin.load_state_dict(model.state_dict())
     opt2 = mt.MLBFGS(twin.parameters(), lr=0.05, **HYPER)
-    opt2.load_state_dict(old)
-    assert opt2.param_groups[0]["maximize"] is False
-    continue_both((model, opt), (twin, opt2))
+    with pytest.raises(KeyError, match="has no 'history_dtype'"):
+        opt2.load_state_dict(old)
 
 
 def test_float32_state_loads_into_a_float64_model() -> None:

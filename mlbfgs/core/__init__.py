@@ -17,7 +17,7 @@ from .algorithm import (
     update_curvature,
 )
 from .averages import MomentumAverages
-from .config import PRESETS, MLBFGSConfig
+from .config import PRESETS, Hyperparameters, MLBFGSConfig
 from .curvature import CurvatureOutcome, curvature_pair, mix_with_newest, prepare_pair
 from .damping import curvature_ratio, damp, damping_tau
 from .first_order import apply_weight_decay, heavy_ball, in_warmup
@@ -36,6 +36,7 @@ __all__ = [
     "CompactForm",
     "CurvatureHistory",
     "CurvatureOutcome",
+    "Hyperparameters",
     "Kernels",
     "MLBFGSConfig",
     "MomentumAverages",

@@ -1,6 +1,6 @@
 """Algorithm 1 of the paper, for the curvature blocks of one rank.
 
-The orchestrator (``mlbfgs.optimizer``) gathers each block's parameters and gradients
+The engine (``mlbfgs.engine``) gathers each block's parameters and gradients
 into flat vectors, applies weight decay, certifies the gradients finite and then calls
 :func:`algorithm_1` with the blocks whose gradient is finite.
 """

@@ -7,7 +7,7 @@ problem in-process)::
     mpiexec -n 2 python tests/distributed/faults.py --raise-on 1
 
 ``--kill r:point`` makes rank r exit at a named point of ``save_sharded`` (see
-``mlbfgs.checkpoint._point``), as if killed; at ``mid_write`` its file is cut in half
+``mlbfgs.checkpoint.sharded._reached``), as if killed; at ``mid_write`` its file is cut in half
 first. ``--raise-on r`` makes rank r raise inside ``step`` while the others wait in the
 step's collective: plain ``python``, no ``-m mpi4py``, so only ``MPIComm``'s exception
 hook can end the job.
@@ -52,7 +52,7 @@ def train(comm: Communicator, steps: int, **options: Any) -> mlbfgs.MLBFGS:
 
 
 def crash_at(rank: int, point: str, die: Callable[[], None]) -> Callable[[str, int, Path], None]:
-    """A ``checkpoint._hook`` under which rank ``rank`` dies at ``point``."""
+    """A ``mlbfgs.checkpoint.sharded._reached`` under which rank ``rank`` dies at ``point``."""
 
     def hook(name: str, at: int, path: Path) -> None:
         if at == rank and name == point:
@@ -83,7 +83,7 @@ def main() -> None:
         opt = train(comm, args.steps)
         if args.kill:
             rank, point = args.kill.split(":")
-            checkpoint._hook = crash_at(int(rank), point, lambda: os._exit(3))
+            checkpoint.sharded._reached = crash_at(int(rank), point, lambda: os._exit(3))
         checkpoint.save_sharded(opt, args.dir, keep=args.keep)
     comm.allgather_object(True)
     os._exit(0)  # skip interpreter teardown (MPI finalisation costs time)

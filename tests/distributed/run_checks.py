@@ -36,7 +36,7 @@ from torch_checks import TorchChecks
 import mlbfgs
 from mlbfgs.checkpoint import load_sharded, save_sharded
 from mlbfgs.comm import Communicator, SingleProcessComm
-from mlbfgs.distributed import DistributedSetupError
+from mlbfgs.engine.distributed import DistributedSetupError
 
 STEP_CONTROLS: dict[str, dict[str, Any]] = {
     "step_norm_none": {"step_norm": "none"},

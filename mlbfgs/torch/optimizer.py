@@ -6,7 +6,7 @@ engine updates the parameters in place through ``p.detach()`` views (no autograd
 involvement) and reads ``p.grad``; the group's hyperparameters are read at every step, so
 ``torch.optim.lr_scheduler`` (which writes ``group["lr"]``) works unchanged.
 
-The engines' state is laid out in ``optimizer.state`` (``mlbfgs.torch_state``), so
+The engines' state is laid out in ``optimizer.state`` (``mlbfgs.torch.state``), so
 torch's own state machinery carries it: ``state_dict`` and its hooks, ``load_state_dict``
 with its casting, ``copy.deepcopy``, pickling, ``torch.distributed.checkpoint``.
 
@@ -30,17 +30,20 @@ import copy
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import optimizer as engine_module
-from .comm import Communicator
-from .core import MLBFGSConfig
-from .core.config import Averaging, HistoryDtype, InitialMatrix, PairTiming, Preset, StepNorm
-from .guard import exclusive
-from .torch_state import engine_state, gather_every_rank, param_state
-from .validation import check_lr
+from .. import engine as engine_module
+from ..comm import Communicator
+from ..core.config import Hyperparameters, MLBFGSConfig, Preset
+from ..engine.guard import exclusive
+from ..engine.optimizer import NonFinitePolicy
+from ..engine.validation import check_lr
+from .state import engine_state, gather_every_rank, param_state
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["MLBFGS"]
 
@@ -48,57 +51,43 @@ __all__ = ["MLBFGS"]
 _CONFIG_KEYS = tuple(field.name for field in dataclasses.fields(MLBFGSConfig))
 # Fixed once the engine exists: they shape its state.
 _STRUCTURAL_KEYS = ("history", "blocks", "history_dtype", "h0")
-_NEWER_KEYS = ("maximize", "history_dtype")  # absent from groups saved by earlier versions
-_OLD_ENGINES_KEY = "mlbfgs_engines"  # the state_dict layout before optimizer.state held it
 
 
 class MLBFGS(torch.optim.Optimizer):
     """Momentum-based, damped, block-diagonal stochastic L-BFGS for torch models.
 
-    The hyperparameters are those of :class:`mlbfgs.MLBFGS`, ``preset`` included; each
-    one except ``comm``, ``average_grads``, ``on_nonfinite``, ``preset`` and
-    ``full_state_dict`` may also be set per param group (the preset only fills in the
-    defaults). ``blocks`` partitions each group's parameters (indices within the group).
-    ``lr`` may be a float or a one-element tensor; ``maximize=True`` ascends.
-
     With a communicator of several ranks, ``state_dict()`` is a collective (call it on
     every rank) that returns the whole state on every rank, so that rank 0 alone may save
-    it and every rank may load it (each adopts the blocks it owns); with
-    ``full_state_dict=False`` it returns this rank's blocks only and communicates nothing
-    (for per-rank files).
+    it and every rank may load it (each adopts the blocks it owns).
+
+    Args:
+        params: tensors or param groups, as for any ``torch.optim.Optimizer``; each group
+            may set ``lr``, ``blocks``, ``maximize`` and every hyperparameter of its own.
+        lr: a float or a one-element tensor (``torch.optim.lr_scheduler`` for schedules).
+        blocks, comm, average_grads, on_nonfinite, preset: as for :class:`mlbfgs.MLBFGS`;
+            ``blocks`` holds indices within a group; the preset only fills in defaults.
+        maximize: ascend instead of descend.
+        full_state_dict: ``False`` makes ``state_dict()`` return this rank's blocks only
+            and communicate nothing (for per-rank files).
+        **hyperparameters: the fields of :class:`mlbfgs.MLBFGSConfig`, the group defaults.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named in the message.
     """
 
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         lr: float | torch.Tensor = 0.1,
-        history: int = 10,
-        update_every: int = 50,
-        hessian_momentum: float = 0.999,
-        tau0: float = 0.99,
-        sigma_low: float = 0.01,
-        sigma_high: float = 1.5,
-        damping: bool = True,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        warmup: int | None = None,
+        *,
         blocks: int | list[list[int]] | None = None,
         comm: Communicator | None = None,
         average_grads: bool = True,
-        on_nonfinite: engine_module.NonFinitePolicy = "skip",
-        *,
-        step_norm: StepNorm | None = None,
-        pair_momentum: float | None = None,
-        averaging: Averaging | None = None,
-        restart_grad_average: bool | None = None,
-        pair_timing: PairTiming | None = None,
+        on_nonfinite: NonFinitePolicy = "skip",
         preset: Preset | None = None,
-        history_dtype: HistoryDtype | None = None,
-        h0: InitialMatrix | None = None,
-        rms_decay: float | None = None,
-        rms_eps: float | None = None,
         maximize: bool = False,
         full_state_dict: bool = True,
+        **hyperparameters: Unpack[Hyperparameters],
     ) -> None:
         if callable(lr):
             raise TypeError("lr must be a number; use torch.optim.lr_scheduler for schedules")
@@ -108,28 +97,7 @@ class MLBFGS(torch.optim.Optimizer):
                 f"maximize and full_state_dict must be bools, got {maximize!r}, {full_state_dict!r}"
             )
         # The preset fills in the step-control options not given; groups store the result.
-        config = MLBFGSConfig.from_preset(
-            preset,
-            history=history,
-            update_every=update_every,
-            hessian_momentum=hessian_momentum,
-            tau0=tau0,
-            sigma_low=sigma_low,
-            sigma_high=sigma_high,
-            damping=damping,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            warmup=warmup,
-            step_norm=step_norm,
-            pair_momentum=pair_momentum,
-            averaging=averaging,
-            restart_grad_average=restart_grad_average,
-            pair_timing=pair_timing,
-            history_dtype=history_dtype,
-            h0=h0,
-            rms_decay=rms_decay,
-            rms_eps=rms_eps,
-        )
+        config = MLBFGSConfig.from_preset(preset, **hyperparameters)
         defaults = {
             "lr": lr,
             **{key: getattr(config, key) for key in _CONFIG_KEYS},
@@ -202,17 +170,27 @@ class MLBFGS(torch.optim.Optimizer):
                     f"to {view.dtype} on {view.device} after the optimizer was built; move the "
                     "model first, or rebuild the optimizer and load its state_dict"
                 )
-        return (engine.config if config == engine.config else config), lr, views
+        return config, lr, views
 
     @torch.compiler.disable  # see the module docstring
     @torch.no_grad()
     @exclusive
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One mL-BFGS step on every group; ``closure`` re-evaluates the loss, as usual.
+        """One mL-BFGS step on every group, from the parameters' ``grad``.
 
-        Every group is checked and prepared (gradients, finiteness) before any group
-        changes, so an error, ``NonFiniteGradientError`` included, leaves all of them as
-        they were. A second thread calling ``step`` meanwhile gets ``ConcurrentUseError``.
+        Args:
+            closure: re-evaluates the model and returns the loss, as for any torch optimizer.
+
+        Returns:
+            The closure's loss, or ``None`` without a closure.
+
+        Raises:
+            TypeError, ValueError, RuntimeError: a bad group value, gradient or sparse
+                gradient, named by ``param_groups[i]``.
+            NonFiniteGradientError: under ``on_nonfinite="raise"``.
+            ConcurrentUseError: another thread is inside this optimizer.
+            Every group is checked and prepared before any group changes, so after an
+            error all of them are as they were.
         """
         loss = None
         if closure is not None:
@@ -232,7 +210,7 @@ class MLBFGS(torch.optim.Optimizer):
             ]
             if group["maximize"]:
                 grads = [None if g is None else torch.neg(g) for g in grads]
-            engine.config, engine.lr, engine.params = inputs[index]
+            engine.reconfigure(*inputs[index])
             try:
                 prepared.append(engine.prepare(grads))
             except (TypeError, ValueError, FloatingPointError) as error:
@@ -244,7 +222,11 @@ class MLBFGS(torch.optim.Optimizer):
     # -- introspection and checkpoints ----------------------------------------------------
 
     def stats(self) -> list[list[dict[str, Any]]]:
-        """Per group, the engine's per-block counters (see ``mlbfgs.MLBFGS.stats``)."""
+        """What each group's curvature did.
+
+        Returns:
+            Per param group, its engine's :meth:`mlbfgs.MLBFGS.stats` (one dict per block).
+        """
         return [engine.stats() for engine in self._engines]
 
     @property
@@ -257,7 +239,7 @@ class MLBFGS(torch.optim.Optimizer):
     @property
     def state(self) -> defaultdict[torch.Tensor, dict[str, Any]]:
         """torch's per-parameter state, laid out from the engines when read (its tensors
-        are views of theirs; see ``mlbfgs.torch_state``)."""
+        are views of theirs; see ``mlbfgs.torch.state``)."""
         layout: defaultdict[torch.Tensor, dict[str, Any]] = self.__dict__["_param_state"]
         if self.__dict__.get("_engines"):
             layout.clear()
@@ -305,9 +287,10 @@ class MLBFGS(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's ``state_dict``, with the engines' state in ``"state"``.
 
-        It holds tensors, ints, floats and lists only, so ``torch.save`` and
-        ``torch.load(weights_only=True)`` round-trip it; ``map_location`` may move it. With
-        several ranks, see the class docstring.
+        Returns:
+            ``{"state": ..., "param_groups": ...}`` holding tensors, ints, floats and lists
+            only, so ``torch.save`` and ``torch.load(weights_only=True)`` round-trip it and
+            ``map_location`` may move it. With several ranks, see the class docstring.
         """
         return super().state_dict()
 
@@ -320,35 +303,38 @@ class MLBFGS(torch.optim.Optimizer):
 
     @exclusive
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a ``state_dict`` (also one of an earlier mlbfgs version, whose engine
-        states sat under ``"mlbfgs_engines"``); tensors are cast to the parameters' dtype
-        and moved to their device, as torch.optim does.
+        """Restore a ``state_dict``, casting tensors to the parameters' dtype and moving
+        them to their device, as torch.optim does.
 
-        Everything is checked before anything changes: a failed load leaves the optimizer
-        as it was.
+        Args:
+            state_dict: what :meth:`state_dict` returned (with several ranks, the whole
+                state, or this rank's blocks with ``full_state_dict=False``).
+
+        Raises:
+            KeyError, TypeError, ValueError: a missing key, a group whose structural value
+                (``history``, ``blocks``, ``history_dtype``, ``h0``) differs, or a value
+                that fails the engine's checks, named by ``param_groups[i]``. Everything is
+                checked before anything changes: a failed load leaves the optimizer as it was.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         saved_groups = state_dict.get("param_groups", [])
         for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=False)):
             for key in _STRUCTURAL_KEYS:
-                if key not in saved and key not in _NEWER_KEYS:
+                if key not in saved:
                     raise KeyError(
                         f"state_dict param_groups[{index}] has no {key!r}; is it from "
                         "mlbfgs.torch.MLBFGS?"
                     )
-                if saved.get(key, group[key]) != group[key]:
+                if saved[key] != group[key]:
                     raise ValueError(
-                        f"state_dict param_groups[{index}][{key!r}] is {saved.get(key)!r}, "
+                        f"state_dict param_groups[{index}][{key!r}] is {saved[key]!r}, "
                         f"this optimizer has {group[key]!r}"
                     )
         engines_backup = [engine.state_dict() for engine in self._engines]
         groups_backup = [dict(group) for group in self.param_groups]
-        self._old_format = state_dict.get(_OLD_ENGINES_KEY)
         try:
-            super().load_state_dict(
-                {key: value for key, value in state_dict.items() if key != _OLD_ENGINES_KEY}
-            )
+            super().load_state_dict(dict(state_dict))
         except Exception:
             for engine, backup in zip(self._engines, engines_backup, strict=True):
                 engine.load_state_dict(backup)
@@ -356,23 +342,14 @@ class MLBFGS(torch.optim.Optimizer):
                 group.clear()
                 group.update(backup)
             raise
-        finally:
-            self._old_format = None
 
     def _adopt_loaded_state(self) -> None:
         """load_state_dict post-hook: each engine adopts its group's loaded state."""
         loaded = self.__dict__["_param_state"]
-        old = self.__dict__.get("_old_format")
         for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
-            for key in _NEWER_KEYS:
-                group.setdefault(key, self.defaults[key])
             try:
-                if old is not None:
-                    flat = old[index]
-                else:
-                    entries = [loaded.get(p, {}) for p in group["params"]]
-                    flat = engine_state(engine, group["params"], entries)
-                engine.load_state_dict(flat)
+                entries = [loaded.get(p, {}) for p in group["params"]]
+                engine.load_state_dict(engine_state(engine, group["params"], entries))
             except (KeyError, TypeError, ValueError) as error:
                 raise type(error)(f"param_groups[{index}]: {error}") from None
 

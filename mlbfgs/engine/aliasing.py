@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.types import Array
+from ..core.types import Array
 
 
 def write_problem(p: Array) -> str | None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from array_api_compat import device
 
-from .core.pieces import Piece
-from .core.types import Array, Namespace
+from ..core.pieces import Piece
+from ..core.types import Array, Namespace
 
 
 def numel(shape: Sequence[int]) -> int:

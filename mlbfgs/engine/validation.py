@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 
 from array_api_compat import array_namespace, device, is_array_api_obj
 
-from .core.config import is_real
-from .core.types import Array, Namespace
-from .memory import first_overlap, write_problem
+from ..core.config import is_real
+from ..core.types import Array, Namespace
+from .aliasing import first_overlap, write_problem
 
 LearningRate = float | Callable[[int], float]
 

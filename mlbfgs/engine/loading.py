@@ -1,7 +1,7 @@
 """Reading a state dict back into ``MLBFGS``: every check first, then one assignment.
 
 :func:`read_state` checks and decodes a state for this rank without touching the
-optimizer; ``MLBFGS._adopt`` then swaps the result in, which cannot fail. So a load that
+optimizer; ``MLBFGS.adopt_state`` then swaps the result in, which cannot fail. So a load that
 fails (here, or on another rank: ``checkpoint.load_sharded`` decides together) leaves the
 optimizer exactly as it was.
 """
@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .core import BlockState
-from .core.pieces import validate_pieces
-from .core.types import Array, Namespace
+from ..core import BlockState
+from ..core.pieces import validate_pieces
+from ..core.types import Array, Namespace
 from .distributed import BlockExchange
 from .layout import BlockLayout, numel
 from .state import FORMAT_VERSION, as_ints, count, decode_block, integer, saved_partition
@@ -22,7 +22,7 @@ from .state import FORMAT_VERSION, as_ints, count, decode_block, integer, saved_
 
 @dataclass(frozen=True)
 class LoadedState:
-    """A checked state dict, ready to be adopted by ``MLBFGS._adopt``."""
+    """A checked state dict, ready to be adopted by ``MLBFGS.adopt_state``."""
 
     exchange: BlockExchange
     blocks: dict[int, BlockState]
@@ -80,7 +80,7 @@ def read_state(
             )
         for key, expected in structure(history, layouts, params).items():
             if key.startswith("partition."):
-                continue  # compared above, whichever way it was saved
+                continue  # compared above
             if as_ints(state[key], key) != as_ints(expected, key):
                 raise ValueError(
                     f"state[{key!r}] is {as_ints(state[key], key)}, this optimizer has {expected}"

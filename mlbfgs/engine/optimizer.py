@@ -3,7 +3,7 @@
 It owns no mathematics: it checks inputs, gathers each curvature block into flat
 vectors, certifies the gradients finite, calls :func:`mlbfgs.core.algorithm_1` for the
 blocks this process owns, and writes the results back into the caller's arrays. On
-several ranks :class:`mlbfgs.distributed.BlockExchange` moves the data (one
+several ranks :class:`mlbfgs.engine.distributed.BlockExchange` moves the data (one
 reduce-scatter and one all-gather per step; docs/design.md section 5).
 """
 
@@ -13,13 +13,16 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from array_api_compat import device
 
-from .backends import kernels_for
-from .comm import Communicator, SingleProcessComm
-from .core import (
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ..backends import kernels_for
+from ..comm import Communicator, SingleProcessComm
+from ..core import (
     BlockInput,
     BlockState,
     CurvatureHistory,
@@ -29,23 +32,17 @@ from .core import (
     is_boundary,
     skip_step,
 )
-from .core.config import Averaging, HistoryDtype, InitialMatrix, PairTiming, Preset, StepNorm
-from .core.pieces import Piece, resolve_blocks
-from .core.types import Array
+from ..core.config import Hyperparameters, Preset
+from ..core.pieces import Piece, resolve_blocks
+from ..core.types import Array
 from .distributed import BlockExchange, construct_together
 from .guard import Guard, exclusive
 from .layout import BlockLayout, numel
 from .loading import LoadedState, read_state, structure
+from .nonfinite import NonFiniteGradientError, certify
 from .nonfinite import describe as describe_nonfinite
 from .state import FORMAT_VERSION, encode_block
-from .validation import (
-    LearningRate,
-    check_grads,
-    check_lr,
-    check_params,
-    history_storage,
-    lr_at,
-)
+from .validation import LearningRate, check_grads, check_lr, check_params, history_storage, lr_at
 
 __all__ = ["FORMAT_VERSION", "MLBFGS", "NonFiniteGradientError", "PreparedStep"]
 NonFinitePolicy = Literal["skip", "raise"]
@@ -64,57 +61,50 @@ class PreparedStep:
     """Parameters whose gradient was ``None``: not written on one process."""
 
 
-class NonFiniteGradientError(FloatingPointError):
-    """Raised by ``step`` under ``on_nonfinite="raise"``; nothing was changed."""
-
-
 class MLBFGS:
-    """Momentum-based, damped, block-diagonal stochastic L-BFGS (Niu et al.).
+    """Momentum-based, damped, block-diagonal stochastic L-BFGS (Niu et al.): the engine.
 
-    ``params`` is a list of arrays of any array-API library, updated in place by
-    ``step(grads)``. The hyperparameters follow the paper (Table 5) and
-    :class:`mlbfgs.MLBFGSConfig` documents each; the step-control options take their values
-    from ``preset`` unless given: ``None`` (the library defaults), ``"paper"`` (Algorithm 1
-    as written) or ``"released"`` (the authors' released optimizer; docs/algorithm.md).
-    ``on_nonfinite``: ``"skip"`` (default) leaves a block whose gradient holds a NaN or
-    infinity untouched for the step and counts it in ``stats()``; ``"raise"`` raises
-    :class:`NonFiniteGradientError` before anything changes. A gradient given as ``None``
-    counts as zero in its block's statistics, and on one process its parameter is not
-    moved (as torch.optim leaves a parameter without gradient alone); on several ranks
-    another rank may hold a gradient for it, so it moves with its block.
+    It updates ``params``, a list of arrays of any array-API library, in place at every
+    ``step(grads)``. A gradient given as ``None`` counts as zero in its block's statistics,
+    and on one process its parameter is not moved (as torch.optim leaves a parameter
+    without gradient alone); on several ranks another rank may hold a gradient for it, so
+    it moves with its block.
+
+    Args:
+        params: the arrays to optimise (one library, real floating point, writable, not
+            sharing memory).
+        lr: a float >= 0, or a callable ``t -> lr`` of the 1-based step to take.
+        blocks: ``None`` (one block per rank), ``k`` (k blocks balanced by size), or
+            explicit lists of parameter indices.
+        comm: ``None`` (one process) or a :mod:`mlbfgs.comm` communicator.
+        average_grads: whether ``step`` averages the gradients over ranks.
+        on_nonfinite: ``"skip"`` leaves a block whose gradient holds a NaN or infinity
+            untouched for the step and counts it in ``stats()``; ``"raise"`` raises
+            :class:`NonFiniteGradientError` before anything changes.
+        preset: ``None`` (the library defaults), ``"paper"`` (Algorithm 1 as written) or
+            ``"released"`` (the authors' released optimizer; docs/algorithm.md): the
+            values of the step-control options not given.
+        **hyperparameters: the fields of :class:`mlbfgs.MLBFGSConfig` (Table 5 defaults),
+            each documented there; ``None`` means the preset's value or the default.
+
+    Raises:
+        ValueError, TypeError: a bad argument, named in the message, before anything is
+            built; on several ranks ``DistributedSetupError`` when the ranks disagree.
     """
 
     def __init__(
         self,
         params: Sequence[Array],
         lr: LearningRate = 0.1,
-        history: int = 10,
-        update_every: int = 50,
-        hessian_momentum: float = 0.999,
-        tau0: float = 0.99,
-        sigma_low: float = 0.01,
-        sigma_high: float = 1.5,
-        damping: bool = True,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        warmup: int | None = None,
+        *,
         blocks: int | Sequence[Sequence[int]] | None = None,
         comm: Communicator | None = None,
         average_grads: bool = True,
         on_nonfinite: NonFinitePolicy = "skip",
-        *,
-        step_norm: StepNorm | None = None,
-        pair_momentum: float | None = None,
-        averaging: Averaging | None = None,
-        restart_grad_average: bool | None = None,
-        pair_timing: PairTiming | None = None,
         preset: Preset | None = None,
-        history_dtype: HistoryDtype | None = None,
-        h0: InitialMatrix | None = None,
-        rms_decay: float | None = None,
-        rms_eps: float | None = None,
+        **hyperparameters: Unpack[Hyperparameters],
     ) -> None:
-        self._guard = Guard()  # one call at a time (mlbfgs/guard.py)
+        self._guard = Guard()  # one call at a time (mlbfgs/engine/guard.py)
         if comm is not None and not isinstance(comm, Communicator):
             raise TypeError(f"comm must be None or a mlbfgs.comm communicator, got {comm!r}")
         self.comm: Communicator = comm if comm is not None else SingleProcessComm()
@@ -122,28 +112,7 @@ class MLBFGS:
         def build() -> dict[str, Any]:
             self.params, self._xp = check_params(params)
             self.lr = check_lr(lr)
-            self.config = MLBFGSConfig.from_preset(
-                preset,
-                history=history,
-                update_every=update_every,
-                hessian_momentum=hessian_momentum,
-                tau0=tau0,
-                sigma_low=sigma_low,
-                sigma_high=sigma_high,
-                damping=damping,
-                momentum=momentum,
-                weight_decay=weight_decay,
-                warmup=warmup,
-                step_norm=step_norm,
-                pair_momentum=pair_momentum,
-                averaging=averaging,
-                restart_grad_average=restart_grad_average,
-                pair_timing=pair_timing,
-                history_dtype=history_dtype,
-                h0=h0,
-                rms_decay=rms_decay,
-                rms_eps=rms_eps,
-            )
+            self.config = MLBFGSConfig.from_preset(preset, **hyperparameters)
             self._history_dtype = history_storage(self._xp, self.config.history_dtype)
             if on_nonfinite not in ("skip", "raise"):
                 raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
@@ -161,6 +130,17 @@ class MLBFGS:
         construct_together(self.comm, build)
         self._blocks = {b: self._fresh_block(self.layouts[b]) for b in self.owned}
         self._step = 0
+
+    def reconfigure(self, config: MLBFGSConfig, lr: LearningRate, params: Sequence[Array]) -> None:
+        """Take new hyperparameters and fresh views of the same parameters for the next step.
+
+        ``mlbfgs.torch`` calls it before every step with its param group's values (a
+        scheduler may have changed them, ``model.to`` may have swapped the storage). The
+        caller has checked them: the fields that shape the state (``history``,
+        ``history_dtype``, ``h0``) and each parameter's shape, dtype and device are as built.
+        """
+        self.config = self.config if config == self.config else config
+        self.lr, self.params = lr, list(params)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -224,7 +204,18 @@ class MLBFGS:
 
     @exclusive
     def step(self, grads: Sequence[Array | None]) -> None:
-        """Apply one mL-BFGS step to ``params`` given their gradients (``None``: missing)."""
+        """Apply one mL-BFGS step to ``params`` in place.
+
+        Args:
+            grads: one gradient per parameter, of its shape, dtype and device (``None``:
+                missing); on several ranks every rank calls ``step`` with its own.
+
+        Raises:
+            TypeError, ValueError: gradients that do not match the parameters, or a bad
+                ``lr(t)``; nothing changed.
+            NonFiniteGradientError: under ``on_nonfinite="raise"``; nothing changed.
+            ConcurrentUseError: another thread is inside this optimizer.
+        """
         self.apply(self.prepare(grads))
 
     @exclusive
@@ -267,7 +258,7 @@ class MLBFGS:
                 grad_sq = kernels.dot(g, g)  # the probe in warm-up; grafting needs it too
             probes.append([p for p in (projection, grad_sq) if p is not None])
             blocks.append(BlockInput(b, block, theta, g, projection, grad_sq))
-        finite = self._finite(probes)
+        finite = certify(self._xp, self._kernels, probes)
         if self.on_nonfinite == "raise":
             bad = exchange.everyone_bad(
                 [block.index for block, ok in zip(blocks, finite, strict=True) if not ok]
@@ -307,30 +298,16 @@ class MLBFGS:
         self._exchange.publish(xp, theta_next, self.params, prepared.missing)
         self._step = t
 
-    def _finite(self, probes: list[list[Array]]) -> list[bool]:
-        """Per block, whether its probes are finite, with one host sync in the common case."""
-        xp, kernels = self._xp, self._kernels
-        if not probes:
-            return []
-        # A sum is finite iff every term is (or the sum overflows: skipping then is right,
-        # no useful step comes from such a gradient); it is the cheapest such reduction.
-        # Half-precision probes are summed in float32, which cannot overflow on finite
-        # terms (the kernels already return float32 products for half-precision arrays).
-        totals = [
-            sum(
-                xp.sum(probe, dtype=xp.float32) if kernels.half(probe.dtype) else xp.sum(probe)
-                for probe in block
-            )
-            for block in probes
-        ]
-        if math.isfinite(float(sum(totals[1:], totals[0]))):
-            return [True] * len(totals)
-        return [math.isfinite(float(total)) for total in totals]
-
     # -- introspection and checkpoints ----------------------------------------------------
 
     def stats(self) -> list[dict[str, Any]]:
-        """Per owned block: pairs stored / pushed / rejected, last mu, tau, gamma, skips."""
+        """What each block's curvature did, to see whether the preconditioner is working.
+
+        Returns:
+            One dict per block this rank owns: ``block``, ``pairs_stored``,
+            ``pairs_pushed``, ``pairs_rejected``, the last ``mu`` and ``tau`` of Eq (7),
+            ``gamma`` (NaN before the first pair) and ``skipped_steps``.
+        """
         result = []
         for b in self.owned:
             block = self._blocks[b]
@@ -350,11 +327,16 @@ class MLBFGS:
 
     @exclusive
     def state_dict(self, copy: bool = True) -> dict[str, Any]:
-        """A snapshot of the optimizer: a flat ``str -> array | scalar`` dict (no pickles).
+        """A snapshot of this rank's blocks, for ``load_state_dict`` to resume exactly.
 
-        Arrays are copies in the parameters' own library and device (``copy=False``: the
-        optimizer's own arrays, for views such as ``mlbfgs.torch``'s ``optimizer.state``);
-        the learning rate is not included (a callable cannot be saved without pickling).
+        Args:
+            copy: ``False`` returns the optimizer's own arrays instead of copies (for views
+                such as ``mlbfgs.torch``'s ``optimizer.state``).
+
+        Returns:
+            A flat ``str -> array | scalar | list of ints`` dict (no pickles): arrays in the
+            parameters' own library and device. The learning rate is not included (a
+            callable cannot be saved without pickling).
         """
         state: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -373,17 +355,24 @@ class MLBFGS:
         History length and parameter sizes must match this optimizer, and so must the
         partition, unless this optimizer was built with ``blocks=None``: then it adopts
         the saved blocks (blocks are a property of the model, not of the world size) and
-        assigns them to its ranks. ``state`` must hold every block this rank owns: on
-        several ranks use :func:`mlbfgs.checkpoint.load_sharded`. Hyperparameters are this
-        optimizer's own. Values are checked as well as shapes (finite arrays, integer
-        counters, a valid slot order, positive curvature of every stored pair; errors name
-        the key), all before anything changes, so a failed load leaves the optimizer as
-        it was.
-        """
-        self._adopt(self._read_state(state))
+        assigns them to its ranks. Hyperparameters are this optimizer's own.
 
-    def _read_state(self, state: Mapping[str, Any]) -> LoadedState:
-        """Check and decode ``state`` for this rank; changes nothing."""
+        Args:
+            state: a ``state_dict()`` holding every block this rank owns (on several ranks
+                use :func:`mlbfgs.checkpoint.load_sharded`).
+
+        Raises:
+            KeyError, TypeError, ValueError: a missing key, or a value that fails its
+                checks (finite arrays, integer counters, a valid slot order, positive
+                curvature of every stored pair), named in the message. All checks run
+                before anything changes, so a failed load leaves the optimizer as it was.
+        """
+        self.adopt_state(self.check_state(state))
+
+    def check_state(self, state: Mapping[str, Any]) -> LoadedState:
+        """Check and decode ``state`` for this rank; changes nothing. With
+        :meth:`adopt_state`, a load that several ranks decide together
+        (:func:`mlbfgs.checkpoint.load_sharded`)."""
         return read_state(
             state,
             self._exchange,
@@ -395,8 +384,8 @@ class MLBFGS:
             second_moment=self.config.h0 == "rms",
         )
 
-    def _adopt(self, loaded: LoadedState) -> None:
-        """Make a checked state this optimizer's own (nothing here can fail)."""
+    def adopt_state(self, loaded: LoadedState) -> None:
+        """Make a state :meth:`check_state` returned this optimizer's own (cannot fail)."""
         self._exchange, self._blocks, self._step = loaded.exchange, loaded.blocks, loaded.step
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .core.partition import balanced_partition
+from ..core.partition import balanced_partition
 
 
 def assign_blocks(block_sizes: Sequence[int], ranks: int) -> list[list[int]]:

@@ -1,4 +1,4 @@
-"""Where a non-finite gradient came from, for the error of ``on_nonfinite="raise"``.
+"""Non-finite gradients: the step's certificate, and where a NaN or infinity came from.
 
 A step certifies each owned block's gradient from one reduction it needs anyway, so it
 learns *that* a block's (mean) gradient is not finite, not *whose* gradient it was: with
@@ -10,10 +10,36 @@ every rank raises the same message naming the rank and parameters the value came
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-from .core.types import Array, Namespace
+from ..core.kernels import Kernels
+from ..core.types import Array, Namespace
 from .distributed import BlockExchange
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """Raised by ``step`` under ``on_nonfinite="raise"``; nothing was changed."""
+
+
+def certify(xp: Namespace, kernels: Kernels, probes: list[list[Array]]) -> list[bool]:
+    """Per block, whether its probes are finite, with one host sync in the common case."""
+    if not probes:
+        return []
+    # A sum is finite iff every term is (or the sum overflows: skipping then is right,
+    # no useful step comes from such a gradient); it is the cheapest such reduction.
+    # Half-precision probes are summed in float32, which cannot overflow on finite
+    # terms (the kernels already return float32 products for half-precision arrays).
+    totals = [
+        sum(
+            xp.sum(probe, dtype=xp.float32) if kernels.half(probe.dtype) else xp.sum(probe)
+            for probe in block
+        )
+        for block in probes
+    ]
+    if math.isfinite(float(sum(totals[1:], totals[0]))):
+        return [True] * len(totals)
+    return [math.isfinite(float(total)) for total in totals]
 
 
 def describe(

@@ -35,7 +35,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from ._checkpoint_files import (
+from ..comm import Communicator
+from ..core.config import is_count
+from ..engine.distributed import together
+from .files import (
     MANIFEST,
     PARTIAL,
     CheckpointError,
@@ -48,25 +51,20 @@ from ._checkpoint_files import (
     set_directories,
     shard_name,
 )
-from .comm import Communicator
-from .core.config import is_count
-
-if TYPE_CHECKING:
-    from .optimizer import MLBFGS
-
-__all__ = ["CheckpointError", "ShardedState", "find_checkpoint", "load_sharded", "save_sharded"]
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from ..engine import MLBFGS
+
+__all__ = ["load_sharded", "save_sharded"]
+
 MANIFEST_VERSION = 1
 
-_hook: Callable[[str, int, Path], None] | None = None
-"""Test hook, called at each named point of a save with (point, rank, path): the fault
-tests make a rank exit there (``tests/test_checkpoint_faults.py``)."""
 
-
-def _point(name: str, rank: int, path: Path) -> None:
-    if _hook is not None:
-        _hook(name, rank, path)
+def _reached(point: str, rank: int, path: Path) -> None:
+    """A named point of a save (``before_write``, ``mid_commit``, ...): does nothing. The
+    fault tests replace this function to make a rank die there (tests/checkpoint/)."""
 
 
 def save_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str], keep: int = 1) -> Path:
@@ -121,35 +119,18 @@ def load_sharded(optimizer: MLBFGS, directory: str | os.PathLike[str]) -> Path:
         nonlocal loaded
         state = ShardedState(folder)
         try:
-            loaded = optimizer._read_state(state)
+            loaded = optimizer.check_state(state)
         finally:
             state.close()
 
     _together(comm, "load", read)
-    optimizer._adopt(loaded)
+    optimizer.adopt_state(loaded)
     return folder
 
 
 def _together(comm: Communicator, what: str, action: Callable[[], T]) -> list[T]:
-    """Run ``action`` on every rank and gather the results; if it failed on any rank,
-    every rank raises (the failing one its own error), so none waits for the others."""
-    error: Exception | None = None
-    try:
-        result: Any = action()
-    except Exception as exc:
-        if comm.size == 1:
-            raise
-        error, result = exc, None
-    if comm.size == 1:
-        return [result]
-    outcome = (error is None, result if error is None else f"{type(error).__name__}: {error}")
-    everyone = comm.allgather_object(outcome)
-    if error is not None:
-        raise error
-    failed = [f"rank {r}: {detail}" for r, (ok, detail) in enumerate(everyone) if not ok]
-    if failed:
-        raise CheckpointError(f"checkpoint {what} failed on " + "; ".join(failed))
-    return [detail for _, detail in everyone]
+    """``action`` on every rank; if it failed anywhere, every rank raises."""
+    return together(comm, action, CheckpointError, f"checkpoint {what} failed")
 
 
 def _new_set(root: Path, step: int) -> str:
@@ -167,31 +148,31 @@ def _new_set(root: Path, step: int) -> str:
 
 def _write_shard(path: Path, state: dict[str, Any], rank: int) -> int:
     """Write this rank's file durably under its final name; return its size in bytes."""
-    _point("before_write", rank, path)
+    _reached("before_write", rank, path)
     partial = path.with_name(path.name + PARTIAL)
     with open(partial, "wb") as stream:
         np.savez(stream, **state)
         stream.flush()
         os.fsync(stream.fileno())
-    _point("mid_write", rank, partial)
+    _reached("mid_write", rank, partial)
     os.replace(partial, path)
     fsync_directory(path.parent)
-    _point("after_write", rank, path)
+    _reached("after_write", rank, path)
     return path.stat().st_size
 
 
 def _commit(folder: Path, manifest: dict[str, Any], keep: int) -> None:
     """Rank 0, once every file is on disk: write the manifest, then remove old sets."""
-    _point("before_commit", 0, folder)
+    _reached("before_commit", 0, folder)
     partial = folder / (MANIFEST + PARTIAL)
     with open(partial, "w") as stream:
         json.dump(manifest, stream, indent=1)
         stream.flush()
         os.fsync(stream.fileno())
-    _point("mid_commit", 0, partial)
+    _reached("mid_commit", 0, partial)
     os.replace(partial, folder / MANIFEST)
     fsync_directory(folder)
-    _point("after_commit", 0, folder)
+    _reached("after_commit", 0, folder)
     try:
         kept = _remove_old(folder.parent, folder, keep)
     except OSError as error:  # the new set is committed; leftovers go at the next save
@@ -230,7 +211,7 @@ def _remove_set(folder: Path, root: Path, committed: bool) -> list[str]:
         if not _delete(folder / MANIFEST, root):
             return [f"{folder}: its {MANIFEST} is a link out of {root}, so the set stays"]
         fsync_directory(folder)
-        _point("mid_cleanup", 0, folder)
+        _reached("mid_cleanup", 0, folder)
     foreign: list[str] = []
     links: list[str] = []
     for path in sorted(folder.iterdir()):

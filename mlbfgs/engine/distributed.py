@@ -11,41 +11,55 @@ With one process nothing is communicated and no flat buffer is allocated.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from array_api_compat import device
 
+from ..comm import Communicator
+from ..core.types import Array, Namespace
 from .assignment import assign_blocks, rank_counts
-from .comm import Communicator
-from .core.types import Array, Namespace
 from .layout import BlockLayout
+
+T = TypeVar("T")
 
 
 class DistributedSetupError(ValueError):
     """Ranks disagree on the optimizer's set-up (raised on every rank, at construction)."""
 
 
-def construct_together(comm: Communicator, build: Callable[[], dict[str, Any]]) -> None:
-    """Run ``build`` (set-up, returning a fingerprint) and check that all ranks agree.
-
-    A rank whose set-up fails still joins the one small all-gather, so every rank learns
-    of the failure and raises instead of hanging in the first collective of ``step``.
-    """
+def together(
+    comm: Communicator, action: Callable[[], T], failure: Callable[[str], Exception], what: str
+) -> list[T]:
+    """Run ``action`` on every rank and gather its results, so that no rank waits for one
+    that failed: if it failed anywhere, every rank raises (the failing one its own error,
+    the others ``failure("<what> on rank r: <error>")``). One small all-gather; none on one
+    process. Construction and checkpoints both decide this way."""
     error: Exception | None = None
     try:
-        fingerprint = build()
+        result: Any = action()
     except Exception as exc:
         if comm.size == 1:
             raise
-        error, fingerprint = exc, {"error": f"{type(exc).__name__}: {exc}"}
+        error, result = exc, None
     if comm.size == 1:
-        return
-    everyone = comm.allgather_object(fingerprint)
+        return [result]
+    outcome = (error is None, result if error is None else f"{type(error).__name__}: {error}")
+    everyone = comm.allgather_object(outcome)
     if error is not None:
         raise error
-    failed = [f"rank {r}: {f['error']}" for r, f in enumerate(everyone) if "error" in f]
+    failed = [f"rank {r}: {detail}" for r, (ok, detail) in enumerate(everyone) if not ok]
     if failed:
-        raise DistributedSetupError("MLBFGS failed to set up on " + "; ".join(failed))
+        raise failure(f"{what} on " + "; ".join(failed))
+    return [detail for _, detail in everyone]
+
+
+def construct_together(comm: Communicator, build: Callable[[], dict[str, Any]]) -> None:
+    """Run ``build`` (set-up, returning a fingerprint) with :func:`together` and check that
+    all ranks agree, so that a failure raises on every rank at construction instead of
+    hanging in the first collective of ``step``."""
+    everyone = together(comm, build, DistributedSetupError, "MLBFGS failed to set up")
+    if comm.size == 1:
+        return
     keys = sorted({key for f in everyone for key in f})
     problems = []
     for key in keys:

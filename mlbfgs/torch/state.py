@@ -10,12 +10,12 @@ the parameters' dtype and device, ``copy.deepcopy``, pickling, and
   ``momentum_buffer``), shaped like the parameter; a parameter split across blocks
   (several ranks) has flat slices ``name@start`` instead, one per piece;
 - under the first parameter of each block: ``block.history.pairs`` (cast on load like
-  every tensor; a half-precision history is narrowed back exactly, ``state.py``), the Gram
-  matrices ``block.history.s_dot_y`` / ``block.history.y_dot_y`` and the rows' scales
-  ``block.history.scales`` as lists of floats (they are float64 whatever the parameters'
-  dtype, and ``load_state_dict`` would cast a tensor), the slot
-  order ``block.history.order`` and the counters ``block.stats.*`` (``block@start.*``
-  when the block starts inside that parameter);
+  every tensor; a half-precision history is narrowed back exactly,
+  ``mlbfgs/engine/state.py``), the Gram matrices ``block.history.s_dot_y`` /
+  ``block.history.y_dot_y`` and the rows' scales ``block.history.scales`` as lists of
+  floats (they are float64 whatever the parameters' dtype, and ``load_state_dict``
+  would cast a tensor), the slot order ``block.history.order`` and the counters
+  ``block.stats.*`` (``block@start.*`` when the block starts inside that parameter);
 - under the first parameter of the group: ``group.step`` and ``group.partition`` (the
   blocks, as lists of ``[index, start, stop]`` pieces within the group).
 
@@ -32,20 +32,12 @@ from typing import Any
 
 import torch
 
-from .comm import Communicator
-from .optimizer import MLBFGS as Engine
-from .state import FORMAT_VERSION
+from ..comm import Communicator
+from ..engine import MLBFGS
+from ..engine.state import FORMAT_VERSION, VECTORS
 
 GROUP = "group."
 BLOCK = "block."
-VECTORS = (
-    "averages.theta",
-    "averages.grad",
-    "averages.snapshot_theta",
-    "averages.snapshot_grad",
-    "momentum_buffer",
-    "second_moment",
-)
 FLOAT64 = ("history.s_dot_y", "history.y_dot_y", "history.scales")
 """Kept as lists of floats: ``load_state_dict`` would cast a tensor to the parameters' dtype."""
 
@@ -55,7 +47,7 @@ def _block_prefix(piece: Sequence[int]) -> str:
     return BLOCK if piece[1] == 0 else f"block@{piece[1]}."
 
 
-def param_state(engine: Engine, flat: Mapping[str, Any]) -> list[dict[str, Any]]:
+def param_state(engine: MLBFGS, flat: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per parameter of the group, its state, from the engine's ``flat`` state dict
     (``engine.state_dict(copy=False)``: the tensors returned are views of the engine's)."""
     state: list[dict[str, Any]] = [{} for _ in engine.params]
@@ -85,7 +77,7 @@ def param_state(engine: Engine, flat: Mapping[str, Any]) -> list[dict[str, Any]]
 
 
 def engine_state(
-    engine: Engine, params: Sequence[torch.Tensor], state: Sequence[Mapping[str, Any]]
+    engine: MLBFGS, params: Sequence[torch.Tensor], state: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     """The flat state dict of ``engine`` from the per-parameter ``state`` of its group.
 

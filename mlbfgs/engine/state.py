@@ -11,8 +11,8 @@ Decoding checks values as well as shapes, because a state that loads is trusted 
 then on: every array must be finite (one NaN in the history would skip its block for
 good, one in a Gram matrix or the heavy-ball buffer would reach the parameters), the
 counters must be integers, the slot order must be one the ring buffer can continue, and
-every stored pair must have positive curvature. Errors name the key. This module sits
-below both ``optimizer.py`` and ``checkpoint.py``.
+every stored pair must have positive curvature. Errors name the key. The engine's
+``state_dict`` / ``load_state_dict`` use it, and through them ``mlbfgs.checkpoint``.
 """
 
 from __future__ import annotations
@@ -24,17 +24,19 @@ from typing import Any
 
 from array_api_compat import array_namespace, device, is_array_api_obj
 
-from .core.algorithm import BlockState, BlockStats
-from .core.averages import MomentumAverages
-from .core.config import is_count
-from .core.history import CurvatureHistory
-from .core.preconditioner import compact_form
-from .core.types import Array, Namespace
+from ..core.algorithm import BlockState, BlockStats
+from ..core.averages import MomentumAverages
+from ..core.config import is_count
+from ..core.history import CurvatureHistory
+from ..core.preconditioner import compact_form
+from ..core.types import Array, Namespace
 
 FORMAT_VERSION = 1
-"""Version of the key names and layout of a state dict; bumped on incompatible changes."""
+"""Version of the key names and layout of a state dict (the first released, 0.1.0). A
+future change of either bumps it; a state of another version is then refused with a
+message naming both versions (``loading.read_state``), never read by guesswork."""
 
-_ARRAYS = (
+VECTORS = (  # a block's n-vectors, each optional
     "averages.theta",
     "averages.grad",
     "averages.snapshot_theta",
@@ -124,7 +126,7 @@ def decode_block(
             result = narrowed
         return result
 
-    present = {key: prefix + key in state for key in _ARRAYS}
+    present = {key: prefix + key in state for key in VECTORS}
     if present["averages.theta"] != present["averages.grad"] or (
         present["averages.snapshot_theta"] != present["averages.snapshot_grad"]
     ):
@@ -135,7 +137,7 @@ def decode_block(
             f"second_moment: it was saved with another h0 than this optimizer's "
             f"({'rms' if second_moment else 'gamma'})"
         )
-    vectors = {key: array(key, (n,), vector_dtype) if present[key] else None for key in _ARRAYS}
+    vectors = {key: array(key, (n,), vector_dtype) if present[key] else None for key in VECTORS}
     if vectors["second_moment"] is not None and bool(xp.any(vectors["second_moment"] < 0)):
         raise ValueError(f"state[{prefix + 'second_moment'!r}] holds a negative value")
     averages = None
@@ -168,16 +170,15 @@ def decode_block(
             f"state[{prefix + 'stats.pairs_pushed'!r}] is {stats.pairs_pushed}, fewer than the "
             f"{len(order)} pairs stored"
         )
-    scales = template.history.scales
-    if prefix + "history.scales" in state:
-        if scales is None:
-            raise ValueError(
-                f"state[{prefix + 'history.scales'!r}] is present: the state's history was "
-                f"stored with another history_dtype than this optimizer's ({like.dtype})"
-            )
+    scales = template.history.scales  # a half-precision history has its rows' scales
+    if (scales is None) == (prefix + "history.scales" in state):
+        raise ValueError(
+            f"state[{prefix + 'history.scales'!r}] is "
+            f"{'present' if scales is None else 'missing'}: the state's history was stored "
+            f"with another history_dtype than this optimizer's ({like.dtype})"
+        )
+    if scales is not None:
         scales = _scales(xp, array, prefix, 2 * capacity)
-    # else: unscaled rows (a half-precision history saved before rows had scales) are
-    # rows of scale 1, the template's.
     history = CurvatureHistory(
         pairs=array("history.pairs", (2 * capacity, n), like.dtype, widened=True),
         s_dot_y=array("history.s_dot_y", square, xp.float64),
@@ -235,20 +236,12 @@ def _form(xp: Namespace, history: CurvatureHistory, prefix: str, gamma: float | 
 
 def saved_partition(state: Mapping[str, Any]) -> list[list[tuple[int, int, int]]]:
     """The blocks a state was saved with, as pieces ``(index, start, stop)``:
-    ``partition.pieces`` (three ints a piece) split by ``partition.sizes`` (pieces a block);
-    a state saved before blocks could split a tensor has whole-tensor ``partition.indices``."""
+    ``partition.pieces`` (three ints a piece) split by ``partition.sizes`` (pieces a block)."""
     sizes = as_ints(state["partition.sizes"], "partition.sizes")
-    if "partition.pieces" in state:
-        flat = as_ints(state["partition.pieces"], "partition.pieces")
-        pieces = [(flat[k], flat[k + 1], flat[k + 2]) for k in range(0, len(flat) - 2, 3)]
-        if len(flat) % 3:
-            raise ValueError("state['partition.pieces'] must hold three integers a piece")
-    else:
-        numels = as_ints(state["param_sizes"], "param_sizes")
-        indices = as_ints(state["partition.indices"], "partition.indices")
-        if any(not 0 <= i < len(numels) for i in indices):
-            raise ValueError(f"state['partition.indices'] names parameters outside {numels}")
-        pieces = [(i, 0, numels[i]) for i in indices]
+    flat = as_ints(state["partition.pieces"], "partition.pieces")
+    pieces = [(flat[k], flat[k + 1], flat[k + 2]) for k in range(0, len(flat) - 2, 3)]
+    if len(flat) % 3:
+        raise ValueError("state['partition.pieces'] must hold three integers a piece")
     if any(n < 1 for n in sizes) or sum(sizes) != len(pieces):
         raise ValueError(
             f"state['partition.sizes'] is {sizes}, which does not split the "
