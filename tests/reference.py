@@ -47,7 +47,7 @@ def reference_damp(s, y, tau0, sigma_low, sigma_high):
 @dataclass
 class ReferenceConfig:
     lr: float = 0.1
-    history: int = 10
+    history_size: int = 10
     update_every: int = 50
     hessian_momentum: float = 0.999
     tau0: float = 0.99
@@ -181,9 +181,9 @@ def _form_pair(block: _Block, g: np.ndarray, cfg: ReferenceConfig) -> None:
             y = (1 - cfg.pair_momentum) * y + cfg.pair_momentum * y_prev
         if cfg.damping:
             y_hat = reference_damp(s, y, cfg.tau0, cfg.sigma_low, cfg.sigma_high)
-            block.pairs = [*block.pairs, (s, y_hat)][-cfg.history :]
+            block.pairs = [*block.pairs, (s, y_hat)][-cfg.history_size :]
         elif s @ y > np.finfo(s.dtype).eps * (s @ s):
-            block.pairs = [*block.pairs, (s, y)][-cfg.history :]
+            block.pairs = [*block.pairs, (s, y)][-cfg.history_size :]
     block.prev = (block.avg_theta.copy(), block.avg_grad.copy())
     if cfg.restart_grad_average:
         block.avg_grad = g.copy()

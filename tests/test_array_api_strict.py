@@ -12,7 +12,7 @@ from mlbfgs.core import damp, two_loop
 
 def test_whole_run_on_strict_arrays_matches_numpy() -> None:
     problem = NoisyQuadratic([(3, 2), (4,), ()], seed=3, noise=0.1)
-    config = {"lr": 0.05, "update_every": 2, "history": 3, "weight_decay": 0.01, "blocks": 2}
+    config = {"lr": 0.05, "update_every": 2, "history_size": 3, "weight_decay": 0.01, "blocks": 2}
     reference = problem.initial()
     numpy_opt = mlbfgs.MLBFGS(reference, **config)
     strict = [xps.asarray(p) for p in problem.initial()]

@@ -42,7 +42,7 @@ def problems(draw: st.DrawFn) -> dict[str, Any]:
     history = draw(st.integers(1, 3))
     hyper = {
         "lr": draw(st.sampled_from([0.05, 0.1, 0.2])),
-        "history": history,
+        "history_size": history,
         "update_every": update_every,
         "hessian_momentum": draw(st.sampled_from([0.0, 0.5, 0.9, 0.999])),
         "damping": draw(st.booleans()),
@@ -123,11 +123,11 @@ def test_trajectories_match_numpy(backend: Backend, problem: dict[str, Any]) -> 
     deviation = conditioning.spread(run_reference, gradient, want, eps)
     sizes = [int(np.prod(shape)) for shape in problem["shapes"]]
     largest = max(sum(sizes[i] for i in block) for block in partition)
-    units = conditioning.rounding_units(largest, problem["hyper"]["history"])
+    units = conditioning.rounding_units(largest, problem["hyper"]["history_size"])
     what = f"{backend.name} after {problem['steps']} steps"
     compared = conditioning.compare_tame(got, want, deviation, units, what, eps)
     event(f"blocks: {len(partition)}")
-    wrapped = all(s["pairs_pushed"] > hyper["history"] for s in got_stats)
+    wrapped = all(s["pairs_pushed"] > hyper["history_size"] for s in got_stats)
     event(f"ring wrapped in every block: {wrapped}")
     event(f"steps compared: {'all' if compared == len(want) else 'before divergence'}")
     if backend.name in GENERIC:
@@ -147,7 +147,7 @@ def test_step_norms_match_numpy(backend: Backend, step_norm: str) -> None:
     engine: float64, a well-conditioned noisy quadratic, 40 steps, three blocks."""
     problem = {
         "shapes": [(6,), (2, 3), (3, 4)],
-        "hyper": {"lr": 0.1, "history": 3, "update_every": 3, "blocks": 3},
+        "hyper": {"lr": 0.1, "history_size": 3, "update_every": 3, "blocks": 3},
         "steps": 40,
         "noise": 0.1,
         "seed": 5,

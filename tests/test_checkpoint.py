@@ -9,7 +9,7 @@ from problems import NoisyQuadratic
 
 import mlbfgs
 
-CONFIG = {"lr": 0.05, "update_every": 3, "history": 2, "blocks": [[2, 0], [1]]}
+CONFIG = {"lr": 0.05, "update_every": 3, "history_size": 2, "blocks": [[2, 0], [1]]}
 
 
 def fresh(problem: NoisyQuadratic, dtype=np.float64, **options):
@@ -96,7 +96,7 @@ def test_state_dict_is_a_snapshot() -> None:
     ("edit", "error", "match"),
     [
         (lambda s: s.pop("block0.history.pairs"), KeyError, "history.pairs"),
-        (lambda s: s.update({"history": 3}), ValueError, "history"),
+        (lambda s: s.update({"history_size": 3}), ValueError, "history_size"),
         (lambda s: s.update({"partition.pieces": _swap_first_pieces(s)}), ValueError, "partition"),
         (lambda s: s.update({"param_sizes": [6, 5, 5]}), ValueError, "param_sizes"),
         (
@@ -193,7 +193,11 @@ def _poison(key: str, value: float, index: tuple[int, ...] = (0,)):
         (lambda s: s.update({"step": [3]}), TypeError, r"'step'\] must be an integer, got a list"),
         (lambda s: s.update({"step": np.array([3, 4])}), ValueError, r"'step'\] must be an int"),
         (lambda s: s.update({"format_version": 2}), ValueError, "format_version'] is 2"),
-        (lambda s: s.update({"history": 2.5}), ValueError, r"'history'\] must be an integer"),
+        (
+            lambda s: s.update({"history_size": 2.5}),
+            ValueError,
+            r"'history_size'\] must be an integer",
+        ),
         # The ring buffer fills slots 0..m-1: any other order breaks its next push.
         (lambda s: s.update({"block0.history.order": [1]}), ValueError, "slot order"),
         (lambda s: s.update({"block0.history.order": [0, 2]}), ValueError, "slot order"),
@@ -237,7 +241,7 @@ def _poison(key: str, value: float, index: tuple[int, ...] = (0,)):
 def test_bad_values_are_named_and_change_nothing(edit, error, match) -> None:
     problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
     params = problem.initial()
-    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=3, history=2)  # blocks=None: adopts
+    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=3, history_size=2)  # blocks=None: adopts
     for t in range(1, 14):
         opt.step(problem.gradient(t, params))
     state = opt.state_dict()

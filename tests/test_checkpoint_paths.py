@@ -27,7 +27,7 @@ def params() -> list[np.ndarray]:
 
 def trained(steps: int) -> tuple[list[np.ndarray], mlbfgs.MLBFGS]:
     values = params()
-    opt = mlbfgs.MLBFGS(values, history=2, update_every=2, lr=0.1)
+    opt = mlbfgs.MLBFGS(values, history_size=2, update_every=2, lr=0.1)
     for t in range(1, steps + 1):
         opt.step([t * p + 1.0 for p in values])
     return values, opt

@@ -81,7 +81,7 @@ def test_bench_help_states_its_cost(capsys: pytest.CaptureFixture[str]) -> None:
         (["demo", "--hessian-momentum", "1"], "--hessian-momentum"),
         (["demo", "--sigma-low", "-0.5"], "--sigma-low"),
         (["demo", "--seed", "-1"], "--seed"),
-        (["demo", "--history", "0"], "--history"),
+        (["demo", "--history-size", "0"], "--history-size"),
         (["demo", "--data", "cifar"], "--data"),
         (["reproduce", "fig1", "--condition", "0"], "--condition"),
         (["reproduce", "fig1", "--sigma", "-1"], "--sigma"),
@@ -109,7 +109,7 @@ def test_bad_values_stop_at_parsing(
 @pytest.mark.parametrize(
     ("argv", "usage", "unknown"),
     [
-        (["bench", "--history", "0"], "mlbfgs bench", "--history 0"),
+        (["bench", "--history-size", "0"], "mlbfgs bench", "--history-size 0"),
         (["reproduce", "fig1", "--batch-size", "3"], "mlbfgs reproduce fig1", "--batch-size 3"),
     ],
 )

@@ -25,7 +25,7 @@ from mlbfgs.checkpoint import load_sharded, save_sharded
 
 SHAPES = [(3, 4), (5,), (2, 2, 2), (), (6,)]
 STEPS = 14
-CONFIG: dict[str, Any] = {"lr": 0.05, "update_every": 2, "history": 2}
+CONFIG: dict[str, Any] = {"lr": 0.05, "update_every": 2, "history_size": 2}
 
 
 def poisoned_gradient(problem: NoisyQuadratic, t: int, params: list[np.ndarray]) -> list[Any]:

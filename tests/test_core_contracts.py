@@ -174,7 +174,7 @@ def test_everything_stays_on_the_parameters_device() -> None:
     for where in (None, other):
         params = [xps.asarray(p, device=where) for p in start]
         h = [xps.asarray(c, device=where) for c in scales]
-        opt = mlbfgs.MLBFGS(params, lr=0.1, update_every=2, history=2, blocks=2)
+        opt = mlbfgs.MLBFGS(params, lr=0.1, update_every=2, history_size=2, blocks=2)
         for _ in range(12):
             opt.step([c * p for c, p in zip(h, params, strict=True)])
         assert all(s["pairs_pushed"] == 5 for s in opt.stats())
@@ -225,7 +225,7 @@ def test_a_zero_gradient_takes_no_step_under_the_step_norms(step_norm: str) -> N
     """H 0 = 0: a rescaled zero direction stays zero (no 0/0) and the parameters stay."""
     params = [np.array([1.0, -2.0, 0.5])]
     opt = mlbfgs.MLBFGS(
-        params, lr=0.1, update_every=1, history=2, momentum=0.0, step_norm=step_norm
+        params, lr=0.1, update_every=1, history_size=2, momentum=0.0, step_norm=step_norm
     )
     for _ in range(4):
         opt.step([params[0] * np.array([1.0, 2.0, 3.0])])

@@ -131,7 +131,7 @@ def _single_process_history_bytes() -> int:
     import mlbfgs
 
     params = checks.initial_params(np.float32, [(64, 16)] * 4)
-    return mlbfgs.MLBFGS(params, blocks=4, history=5).history_bytes()
+    return mlbfgs.MLBFGS(params, blocks=4, history_size=5).history_bytes()
 
 
 def _check_launch(reports: list[dict[str, Any]], expected: list[str]) -> None:

@@ -81,9 +81,9 @@ def test_disagreeing_ranks_get_a_clear_error() -> None:
         opt = mlbfgs.MLBFGS(params(), comm=PretendRank(0, 2), **change)
         return opt._fingerprint()
 
-    other = (True, fingerprint(history=5))  # what together() gathers from rank 1
+    other = (True, fingerprint(history_size=5))  # what together() gathers from rank 1
     with pytest.raises(
-        DistributedSetupError, match=r"history: 10 on ranks \[0\], 5 on ranks \[1\]"
+        DistributedSetupError, match=r"history_size: 10 on ranks \[0\], 5 on ranks \[1\]"
     ):
         mlbfgs.MLBFGS(params(), comm=PretendRank(0, 2, {1: other}))
     failed = (False, "ValueError: lr must be ...")
@@ -126,17 +126,17 @@ def test_a_rank_refuses_a_state_without_its_blocks() -> None:
 
 def test_default_blocks_adopt_a_saved_partition_explicit_blocks_do_not(tmp_path: Path) -> None:
     grads = [np.ones_like(p) for p in params()]
-    saved = mlbfgs.MLBFGS(params(), blocks=3, history=2, update_every=2)
+    saved = mlbfgs.MLBFGS(params(), blocks=3, history_size=2, update_every=2)
     for _ in range(7):
         saved.step(grads)
     save_sharded(saved, tmp_path)
-    adopting = mlbfgs.MLBFGS(params(), history=2, update_every=2)
+    adopting = mlbfgs.MLBFGS(params(), history_size=2, update_every=2)
     load_sharded(adopting, tmp_path)
     assert [layout.indices for layout in adopting.layouts] == [
         layout.indices for layout in saved.layouts
     ]
     assert adopting.step_count == 7
-    strict = mlbfgs.MLBFGS(params(), blocks=2, history=2)
+    strict = mlbfgs.MLBFGS(params(), blocks=2, history_size=2)
     with pytest.raises(ValueError, match="partition"):
         load_sharded(strict, tmp_path)
     assert len(strict.layouts) == 2 and strict.step_count == 0

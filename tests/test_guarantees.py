@@ -19,7 +19,7 @@ import mlbfgs
 DAMPED = {
     "lr": 0.02,
     "update_every": 2,
-    "history": 3,
+    "history_size": 3,
     "hessian_momentum": 0.5,
     "momentum": 0.5,
     "tau0": 0.7,
@@ -68,7 +68,7 @@ def test_tau0_sigma_low_and_sigma_high_reach_the_step() -> None:
     want = conditioning.path_of(run_reference, indefinite_gradient)
     eps = conditioning.trajectory_eps(conditioning.EPS, DAMPED["hessian_momentum"])
     deviation = conditioning.spread(run_reference, indefinite_gradient, want, eps)
-    units = conditioning.rounding_units(6, DAMPED["history"])
+    units = conditioning.rounding_units(6, DAMPED["history_size"])
     assert conditioning.compare_tame(got, want, deviation, units, "damped", eps) == STEPS + 1
     # All three cases of Eq (7) occurred.
     assert min(mus) < DAMPED["sigma_low"] and max(mus) > DAMPED["sigma_high"]
@@ -92,7 +92,7 @@ def test_pair_whose_y_hat_overflows_is_rejected(damping: bool) -> None:
         params,
         lr=0.1,
         update_every=1,
-        history=2,
+        history_size=2,
         hessian_momentum=0.0,
         momentum=0.0,
         warmup=2,
@@ -145,7 +145,7 @@ def test_pair_with_zero_s_is_rejected_and_pairs_resume() -> None:
 def test_gamma_is_that_of_the_newest_pair() -> None:
     problem = NoisyQuadratic([(3, 4), (5,)], seed=13, noise=0.3)
     params = problem.initial()
-    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2, history=3, hessian_momentum=0.5)
+    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2, history_size=3, hessian_momentum=0.5)
     assert np.isnan(opt.stats()[0]["gamma"])
     n = problem.n
     # Both sides are ratios of two float64 inner products of the same stored vectors,
@@ -174,7 +174,7 @@ def test_diverging_run_is_compared_until_it_diverges() -> None:
     elementwise until the reference passes GROWTH_BOUND, then must diverge at the same step;
     relative to their own scale, the end points still agree."""
     problem = NoisyQuadratic([(3, 4), (5,), (2, 2, 2), ()], seed=280, noise=0.1)
-    config = {"update_every": 1, "history": 4, "hessian_momentum": 0.5, "momentum": 0.0}
+    config = {"update_every": 1, "history_size": 4, "hessian_momentum": 0.5, "momentum": 0.0}
     config |= {"warmup": 0}
     partition = [[3, 0], [2, 1]]
     steps = 40
@@ -208,7 +208,7 @@ def test_gradient_whose_norm_overflows_is_skipped_by_the_default_step() -> None:
     """Grafting rescales H g to |g|: a finite gradient whose g^T g overflows would give an
     infinite step, so that norm is part of the finiteness probe and the block skips."""
     params = [np.array([1.0, 0.0])]
-    opt = mlbfgs.MLBFGS(params, lr=0.1, update_every=1, history=2, momentum=0.0, warmup=2)
+    opt = mlbfgs.MLBFGS(params, lr=0.1, update_every=1, history_size=2, momentum=0.0, warmup=2)
     for _ in range(3):
         opt.step([np.array([params[0][0], 0.0])])
     assert opt.stats()[0]["pairs_stored"] == 2

@@ -18,7 +18,7 @@ import mlbfgs
 from mlbfgs.checkpoint import load_sharded, save_sharded
 
 SHAPES = [(3, 4), (5,), (2, 2, 2), (6,)]
-CONFIG: dict[str, Any] = {"lr": 0.05, "update_every": 2, "history": 3}
+CONFIG: dict[str, Any] = {"lr": 0.05, "update_every": 2, "history_size": 3}
 
 
 def quadratic_run(history_dtype: str | None, steps: int = 60) -> tuple[float, mlbfgs.MLBFGS]:
@@ -34,7 +34,7 @@ def quadratic_run(history_dtype: str | None, steps: int = 60) -> tuple[float, ml
 def test_float16_history_halves_the_pairs_and_trains_as_float32() -> None:
     half_loss, half = quadratic_run("float16")
     full_loss, full = quadratic_run(None)
-    m, n = CONFIG["history"], sum(math.prod(s) for s in SHAPES)
+    m, n = CONFIG["history_size"], sum(math.prod(s) for s in SHAPES)
     gram_bytes = 2 * m * m * 8
     assert full.history_bytes() == 2 * m * n * 4 + gram_bytes
     assert half.history_bytes() == 2 * m * n * 2 + gram_bytes + 2 * m * 8  # + the scales
@@ -120,7 +120,7 @@ def test_torch_bfloat16_history_resumes_bitwise_through_state_dict(tmp_path: Pat
     import mlbfgs.torch as mtorch
 
     data = batches(12)
-    hyper = {"lr": 0.05, "history": 3, "update_every": 2, "history_dtype": "bfloat16"}
+    hyper = {"lr": 0.05, "history_size": 3, "update_every": 2, "history_dtype": "bfloat16"}
     model = make_model()
     train(model, mtorch.MLBFGS(model.parameters(), **hyper), data)
 

@@ -177,7 +177,7 @@ def test_a_float32_history_for_float64_parameters() -> None:
     np.testing.assert_array_equal(newest[0], g.astype(np.float32).astype(np.float64))
     params = [np.ones(6), np.ones(3)]
     opt = mlbfgs.MLBFGS(
-        params, history_dtype="float32", pair_momentum=0.5, lr=0.05, update_every=2, history=3
+        params, history_dtype="float32", pair_momentum=0.5, lr=0.05, update_every=2, history_size=3
     )
     problem = NoisyQuadratic([(6,), (3,)], seed=2)
     for t in range(1, 12):

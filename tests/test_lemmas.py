@@ -13,7 +13,7 @@ def test_lemma2_noise_free_pairs_satisfy_secant_of_true_hessian() -> None:
     """On a noise-free quadratic every stored pair has y = B s (undamped, as in Lemma 2)."""
     problem = NoisyQuadratic([(6,), (4,)], seed=21, noise=0.0)
     params = problem.initial()
-    opt = mlbfgs.MLBFGS(params, lr=0.02, update_every=3, history=4, damping=False)
+    opt = mlbfgs.MLBFGS(params, lr=0.02, update_every=3, history_size=4, damping=False)
     for t in range(1, 40):
         opt.step(problem.gradient(t, params))
     s_hist, y_hist = opt._blocks[0].history.chronological(np)
@@ -25,7 +25,7 @@ def test_lemma2_with_damping_stores_the_damped_secant() -> None:
     """With damping, y_hat = tau B s + (1 - tau) s for the pair's tau."""
     problem = NoisyQuadratic([(5,)], seed=22, noise=0.0)
     params = problem.initial()
-    opt = mlbfgs.MLBFGS(params, lr=0.02, update_every=3, history=1)
+    opt = mlbfgs.MLBFGS(params, lr=0.02, update_every=3, history_size=1)
     for t in range(1, 40):
         opt.step(problem.gradient(t, params))
     (s,), (y_hat,) = opt._blocks[0].history.chronological(np)

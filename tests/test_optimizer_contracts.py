@@ -19,7 +19,7 @@ from mlbfgs.core import MLBFGSConfig
 def trained(steps: int = 9) -> tuple[NoisyQuadratic, list[np.ndarray], mlbfgs.MLBFGS]:
     problem = NoisyQuadratic([(3, 2), (4,)], seed=17, noise=0.1)
     params = problem.initial()
-    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2, history=2, blocks=2)
+    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2, history_size=2, blocks=2)
     for t in range(1, steps + 1):
         opt.step(problem.gradient(t, params))
     return problem, params, opt
@@ -28,7 +28,7 @@ def trained(steps: int = 9) -> tuple[NoisyQuadratic, list[np.ndarray], mlbfgs.ML
 def test_defaults_are_the_papers_and_agree_with_the_config() -> None:
     """Table 5 of the paper, and the same defaults in MLBFGSConfig and both front ends."""
     table5 = {
-        "history": 10,
+        "history_size": 10,
         "update_every": 50,
         "hessian_momentum": 0.999,
         "tau0": 0.99,
@@ -70,7 +70,7 @@ def test_loaded_state_shares_no_memory_with_the_dict() -> None:
     state = opt.state_dict()
     kept = {k: np.array(v, copy=True) for k, v in state.items() if isinstance(v, np.ndarray)}
     resumed_params = [p.copy() for p in params]
-    resumed = mlbfgs.MLBFGS(resumed_params, lr=0.05, update_every=2, history=2, blocks=2)
+    resumed = mlbfgs.MLBFGS(resumed_params, lr=0.05, update_every=2, history_size=2, blocks=2)
     resumed.load_state_dict(state)
     for t in range(10, 16):
         resumed.step(problem.gradient(t, resumed_params))

@@ -135,7 +135,7 @@ def loss_scaled_quadratic(dtype: Any, scale: float = 64.0) -> tuple[dict[str, in
     """A quadratic in ``dtype`` with loss-scaled gradients (x64: g.g overflows float16)."""
     problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.05)
     params = problem.initial(dtype)
-    opt = mlbfgs.MLBFGS(params, lr=0.1 / scale, update_every=3, history=4)
+    opt = mlbfgs.MLBFGS(params, lr=0.1 / scale, update_every=3, history_size=4)
     start = problem.loss(params)
     for t in range(1, 301):
         g = problem.gradient(t, params)
@@ -210,7 +210,7 @@ def test_a_second_thread_stepping_gets_a_clear_error_and_the_state_survives() ->
         return 0.05
 
     params = problem.initial()
-    opt = mlbfgs.MLBFGS(params, lr=slow_lr, update_every=2, history=2)
+    opt = mlbfgs.MLBFGS(params, lr=slow_lr, update_every=2, history_size=2)
     first = threading.Thread(target=lambda: opt.step(problem.gradient(1, params)))
     first.start()
     assert inside.wait(20)
@@ -226,7 +226,7 @@ def test_a_second_thread_stepping_gets_a_clear_error_and_the_state_survives() ->
         release.set()
         first.join(20)
     reference = problem.initial()
-    expected = mlbfgs.MLBFGS(reference, lr=0.05, update_every=2, history=2)
+    expected = mlbfgs.MLBFGS(reference, lr=0.05, update_every=2, history_size=2)
     for t in range(1, 8):
         if t > 1:
             opt.step(problem.gradient(t, params))

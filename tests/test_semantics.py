@@ -29,7 +29,7 @@ def run_optimizer(problem: NoisyQuadratic, steps: int, blocks, **config):
 @given(
     seed=st.integers(0, 1000),
     update_every=st.integers(1, 6),
-    history=st.integers(1, 4),
+    history_size=st.integers(1, 4),
     hessian_momentum=st.sampled_from([0.0, 0.5, 0.9]),
     momentum=st.sampled_from([0.0, 0.5]),
     weight_decay=st.sampled_from([0.0, 0.01]),
@@ -70,11 +70,11 @@ def test_trajectory_matches_reference(seed, blocks, **config) -> None:
         problem.gradient, eps, (run_reference, want), (run_mlbfgs, got)
     )
     largest = max(sum(problem.sizes[i] for i in block) for block in partition)
-    units = conditioning.rounding_units(largest, config["history"])
+    units = conditioning.rounding_units(largest, config["history_size"])
     compared = conditioning.compare_tame(got, want, deviation, units, "trajectory", eps)
     stats = opt.stats()
     event(f"blocks: {len(partition)}")
-    wrapped = all(s["pairs_pushed"] > config["history"] for s in stats)
+    wrapped = all(s["pairs_pushed"] > config["history_size"] for s in stats)
     event(f"ring wrapped in every block: {wrapped}")
     event(f"steps compared: {'all' if compared == steps + 1 else 'before divergence'}")
     target(float(compared), label="steps compared")
@@ -83,7 +83,7 @@ def test_trajectory_matches_reference(seed, blocks, **config) -> None:
 @given(
     seed=st.integers(0, 1000),
     update_every=st.integers(1, 5),
-    history=st.integers(1, 4),
+    history_size=st.integers(1, 4),
     hessian_momentum=st.sampled_from([0.0, 0.5, 0.9]),
     momentum=st.sampled_from([0.0, 0.5]),
     weight_decay=st.sampled_from([0.0, 0.01]),
@@ -135,7 +135,7 @@ def test_step_control_matches_reference(seed, blocks, **config) -> None:
     # d^T d, or the sum over blocks of the latter) to each computation: 2 * 2n roundings.
     # The rounding of H g, which an ill-conditioned H magnifies in the compact form, is in
     # the optimizer's own spread.
-    units = conditioning.rounding_units(largest, config["history"]) + 4 * largest
+    units = conditioning.rounding_units(largest, config["history_size"]) + 4 * largest
     condition = diagnostics.get("condition", 1.0)
     event(f"cond(H) {'> 1e3' if condition > 1e3 else '<= 1e3'}")
     compared = conditioning.compare_tame(got, want, deviation, units, "step control", eps)
@@ -224,14 +224,14 @@ def test_ring_buffer_keeps_the_newest_pairs() -> None:
     problem = NoisyQuadratic([(5,), (3,)], seed=3, noise=0.2)
     steps, update_every, history = 60, 2, 3
     params, opt = run_optimizer(
-        problem, steps, None, lr=0.05, update_every=update_every, history=history
+        problem, steps, None, lr=0.05, update_every=update_every, history_size=history
     )
     _, pairs = reference_run(
         problem.initial(),
         problem.gradient,
         steps,
         [[0, 1]],
-        ReferenceConfig(lr=0.05, update_every=update_every, history=history),
+        ReferenceConfig(lr=0.05, update_every=update_every, history_size=history),
     )
     stats = opt.stats()[0]
     assert stats["pairs_stored"] == history

@@ -229,7 +229,7 @@ def test_float32_state_stays_float32() -> None:
                 continue
             assert value.dtype == torch.float32, key
             if key == "block.history.pairs":  # (2M, n) for the block's n entries
-                assert value.shape[0] == 2 * HYPER["history"], key
+                assert value.shape[0] == 2 * HYPER["history_size"], key
             else:  # the parameter's own slice of a block vector
                 assert value.shape == params[index].shape, key
     # The float64 Gram matrices are lists, which load_state_dict does not cast.

@@ -15,11 +15,11 @@ def test_failed_load_changes_nothing() -> None:
     model = make_model()
     opt = mt.MLBFGS(model.parameters(), lr=0.05, **HYPER)
     train(model, opt, batches(6))
-    other = mt.MLBFGS(make_model().parameters(), lr=0.05, **{**HYPER, "history": 4})
+    other = mt.MLBFGS(make_model().parameters(), lr=0.05, **{**HYPER, "history_size": 4})
     train(make_model(), other, batches(3))
     before = opt.engines[0].state_dict()
     groups = [dict(group) for group in opt.param_groups]
-    with pytest.raises(ValueError, match="history"):
+    with pytest.raises(ValueError, match="history_size"):
         opt.load_state_dict(other.state_dict())
     with pytest.raises(KeyError, match="is it from mlbfgs.torch.MLBFGS"):
         opt.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
@@ -39,12 +39,12 @@ def test_bad_arguments_name_themselves() -> None:
     params = list(make_model().parameters())
     with pytest.raises(ValueError, match="lr"):
         mt.MLBFGS(params, lr=-1.0)
-    with pytest.raises(ValueError, match="history"):
-        mt.MLBFGS(params, history=0)
+    with pytest.raises(ValueError, match="history_size"):
+        mt.MLBFGS(params, history_size=0)
     with pytest.raises(ValueError, match="sigma_high"):
         mt.MLBFGS([{"params": params, "sigma_high": 0.5}])
     opt = mt.MLBFGS(params, lr=0.1, **HYPER)
-    for key, value in (("history", 7), ("blocks", 2)):
+    for key, value in (("history_size", 7), ("blocks", 2)):
         saved = opt.param_groups[0][key]
         opt.param_groups[0][key] = value
         with pytest.raises(ValueError, match=key):

@@ -14,8 +14,8 @@ import mlbfgs
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        ({"history": 0}, "history"),
-        ({"history": 2.5}, "history"),
+        ({"history_size": 0}, "history_size"),
+        ({"history_size": 2.5}, "history_size"),
         ({"update_every": 0}, "update_every"),
         ({"hessian_momentum": 1.0}, "hessian_momentum"),
         ({"hessian_momentum": -0.1}, "hessian_momentum"),
@@ -77,7 +77,7 @@ def test_block_with_mixed_dtypes_is_rejected() -> None:
 def trained():
     problem = NoisyQuadratic([(3, 2), (4,)], seed=7, noise=0.1)
     params = problem.initial()
-    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2, history=3)
+    opt = mlbfgs.MLBFGS(params, lr=0.05, update_every=2, history_size=3)
     for t in range(1, 9):
         opt.step(problem.gradient(t, params))
     return problem, params, opt
@@ -140,11 +140,11 @@ def test_numpy_scalars_are_accepted_as_hyperparameters() -> None:
     opt = mlbfgs.MLBFGS(
         params,
         lr=np.float32(0.1),
-        history=np.int64(4),
+        history_size=np.int64(4),
         update_every=np.int32(2),
         momentum=np.float64(0.5),
     )
-    assert opt.config.history == 4 and type(opt.config.history) is int
+    assert opt.config.history_size == 4 and type(opt.config.history_size) is int
     assert opt.config.warmup_steps == 4
     assert type(opt.config.momentum) is float
     opt.step([np.ones(3)])  # the first step is SGD: theta - lr g, lr the float32's value

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 import mlbfgs  # noqa: E402
 
-HYPER = {"history": 3, "update_every": 2, "momentum": 0.9}
+HYPER = {"history_size": 3, "update_every": 2, "momentum": 0.9}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

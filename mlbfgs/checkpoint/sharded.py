@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from array_api_compat import is_array_api_obj
 
+from ..backends import backend_of
 from ..comm import Communicator
 from ..core.config import is_count
 from ..engine.distributed import together
@@ -256,11 +257,4 @@ def _delete(path: Path, root: Path) -> bool:
 
 def _to_numpy(value: Any) -> Any:
     """A host NumPy copy of an array of any library (plain scalars and lists unchanged)."""
-    if not is_array_api_obj(value):
-        return value
-    if hasattr(value, "detach"):  # torch; NumPy has no bfloat16, float32 holds it exactly
-        value = value.detach().cpu()
-        return (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
-    if hasattr(value, "get") and not isinstance(value, np.ndarray):  # CuPy
-        return value.get()
-    return np.asarray(value)
+    return backend_of(value).to_numpy(value) if is_array_api_obj(value) else value

@@ -28,7 +28,7 @@ class BlockStats:
     """Counters reported by ``MLBFGS.stats()``."""
 
     pairs_pushed: int = 0
-    """Pairs pushed so far (the buffer holds the newest ``history`` of them)."""
+    """Pairs pushed so far (the buffer holds the newest ``history_size`` of them)."""
     pairs_rejected: int = 0
     """Pairs not pushed: zero s, non-finite, or (undamped) non-positive curvature."""
     skipped_steps: int = 0

@@ -32,7 +32,7 @@ class Hyperparameters(TypedDict, total=False):
     equal to the fields.
     """
 
-    history: int | None
+    history_size: int | None
     update_every: int | None
     hessian_momentum: float | None
     tau0: float | None
@@ -75,7 +75,7 @@ class MLBFGSConfig:
     is out of its range. NumPy scalars are accepted and stored as Python ``int`` / ``float``.
     """
 
-    history: int = 10
+    history_size: int = 10
     """M: number of curvature pairs kept per block."""
     update_every: int = 50
     """T: a curvature pair is formed every T steps (Eq (6))."""
@@ -124,7 +124,7 @@ class MLBFGSConfig:
     2M x 2M algebra stay float64 (``core/history.py``)."""
 
     def __post_init__(self) -> None:
-        self._count("history", minimum=1)
+        self._count("history_size", minimum=1)
         self._count("update_every", minimum=1)
         if self.warmup is not None:
             self._count("warmup", minimum=0)

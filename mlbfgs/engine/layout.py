@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from array_api_compat import device
 
+from ..backends import backend_of
 from ..core.pieces import Piece
 from ..core.types import Array, Namespace
 
@@ -20,16 +21,6 @@ from ..core.types import Array, Namespace
 def numel(shape: Sequence[int]) -> int:
     """The number of elements of an array of this shape."""
     return math.prod(int(d) for d in shape)
-
-
-def writes_through(array: Array) -> bool:
-    """Whether a flat reshape of ``array`` is a view of it (so writing to a slice of it
-    writes to the array): C-contiguous NumPy / CuPy arrays and contiguous torch tensors."""
-    flags = getattr(array, "flags", None)
-    if flags is not None:
-        return bool(flags["C_CONTIGUOUS"])
-    is_contiguous = getattr(array, "is_contiguous", None)
-    return bool(is_contiguous()) if callable(is_contiguous) else False
 
 
 @dataclass(frozen=True)
@@ -52,7 +43,9 @@ class BlockLayout:
                     f"blocks[{index}] mixes dtypes or devices (params[{pieces[0][0]}] and "
                     f"params[{i}]); put such parameters in separate blocks"
                 )
-            if (start, stop) != (0, numel(shape)) and not writes_through(params[i]):
+            if (start, stop) != (0, numel(shape)) and not backend_of(params[i]).writes_through(
+                params[i]
+            ):
                 raise ValueError(
                     f"blocks[{index}] holds part of params[{i}], which is not contiguous: "
                     "only a contiguous array can be split across blocks"

@@ -34,7 +34,7 @@ def structure(
 ) -> dict[str, Any]:
     """What a checkpoint must share with an optimizer to be loaded into it."""
     return {
-        "history": history,
+        "history_size": history,
         "partition.pieces": [v for layout in layouts for piece in layout.pieces for v in piece],
         "partition.sizes": [len(layout.pieces) for layout in layouts],
         "param_sizes": [numel(p.shape) for p in params],

@@ -136,7 +136,7 @@ class MLBFGS:
 
         ``mlbfgs.torch`` calls it before every step with its param group's values (a
         scheduler may have changed them, ``model.to`` may have swapped the storage). The
-        caller has checked them: the fields that shape the state (``history``,
+        caller has checked them: the fields that shape the state (``history_size``,
         ``history_dtype``, ``h0``) and each parameter's shape, dtype and device are as built.
         """
         self.config = self.config if config == self.config else config
@@ -191,7 +191,7 @@ class MLBFGS:
         first = self.params[layout.indices[0]]
         dtype = first.dtype if self._history_dtype is None else self._history_dtype
         history = CurvatureHistory.empty(
-            self._xp, self.config.history, layout.numel, dtype, device(first)
+            self._xp, self.config.history_size, layout.numel, dtype, device(first)
         )
         return BlockState(history=history)
 
@@ -341,7 +341,7 @@ class MLBFGS:
         state: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "step": self._step,
-            **structure(self.config.history, self.layouts, self.params),
+            **structure(self.config.history_size, self.layouts, self.params),
             "owned_blocks": list(self.owned),
         }
         for b in self.owned:
@@ -377,7 +377,7 @@ class MLBFGS:
             state,
             self._exchange,
             self.params,
-            self.config.history,
+            self.config.history_size,
             xp=self._xp,
             adopt_partition=self._default_blocks,
             fresh_block=self._fresh_block,

@@ -50,7 +50,7 @@ __all__ = ["MLBFGS"]
 # Group hyperparameters handed to the engine's configuration at every step.
 _CONFIG_KEYS = tuple(field.name for field in dataclasses.fields(MLBFGSConfig))
 # Fixed once the engine exists: they shape its state.
-_STRUCTURAL_KEYS = ("history", "blocks", "history_dtype", "h0")
+_STRUCTURAL_KEYS = ("history_size", "blocks", "history_dtype", "h0")
 
 
 class MLBFGS(torch.optim.Optimizer):
@@ -312,7 +312,7 @@ class MLBFGS(torch.optim.Optimizer):
 
         Raises:
             KeyError, TypeError, ValueError: a missing key, a group whose structural value
-                (``history``, ``blocks``, ``history_dtype``, ``h0``) differs, or a value
+                (``history_size``, ``blocks``, ``history_dtype``, ``h0``) differs, or a value
                 that fails the engine's checks, named by ``param_groups[i]``. Everything is
                 checked before anything changes: a failed load leaves the optimizer as it was.
         """

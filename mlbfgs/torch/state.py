@@ -93,7 +93,7 @@ def engine_state(
     flat: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "step": first[GROUP + "step"],
-        "history": engine.config.history,
+        "history_size": engine.config.history_size,
         "partition.pieces": [v for block in partition for piece in block for v in piece],
         "partition.sizes": [len(block) for block in partition],
         "param_sizes": [p.numel() for p in params],

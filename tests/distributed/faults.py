@@ -28,7 +28,7 @@ from mlbfgs import checkpoint
 from mlbfgs.comm import Communicator
 
 SHAPES = [(7, 5), (13,), (3, 4, 2), (31,), (6, 6), (9,)]
-SETTINGS: dict[str, Any] = {"history": 3, "update_every": 2, "lr": 0.05}
+SETTINGS: dict[str, Any] = {"history_size": 3, "update_every": 2, "lr": 0.05}
 
 
 def initial_params() -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from mlbfgs.comm import Communicator
 # Uneven tensors (200 elements): blocks of different sizes, several tensors per block.
 SHAPES = [(7, 5), (13,), (3, 4, 2), (31,), (6, 6), (1,), (17, 3), (9,)]
 STEPS = 30
-SETTINGS: dict[str, Any] = {"history": 4, "update_every": 3, "lr": 0.05}
+SETTINGS: dict[str, Any] = {"history_size": 4, "update_every": 3, "lr": 0.05}
 CHECKPOINT_STEPS = (12, 12)  # steps before the save, steps after it
 
 

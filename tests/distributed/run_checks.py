@@ -104,7 +104,9 @@ class Checks(TorchChecks):
     def memory(self) -> None:
         """Four equal blocks of 1024 elements: this rank holds 4/p of them."""
         shapes = [(64, 16)] * 4
-        opt = mlbfgs.MLBFGS(initial_params(np.float32, shapes), comm=self.comm, blocks=4, history=5)
+        opt = mlbfgs.MLBFGS(
+            initial_params(np.float32, shapes), comm=self.comm, blocks=4, history_size=5
+        )
         self.report["history_bytes"] = opt.history_bytes()
         self.report["owned_for_memory"] = opt.owned
 
@@ -112,7 +114,12 @@ class Checks(TorchChecks):
         """Disagreeing ranks raise at construction, on every rank, never hang."""
         last = self.rank == self.size - 1
         cases: list[tuple[dict[str, Any], list[np.ndarray], type, str]] = [
-            ({"history": 5 if last else 4}, initial_params(), DistributedSetupError, "history"),
+            (
+                {"history_size": 5 if last else 4},
+                initial_params(),
+                DistributedSetupError,
+                "history_size",
+            ),
             ({}, initial_params()[: 7 if last else 8], DistributedSetupError, "parameter_count"),
             (
                 {},

@@ -54,7 +54,7 @@ class TorchChecks:
                 {"params": list(net[0].parameters()), "blocks": blocks[0]},
                 {"params": list(net[2].parameters()), "blocks": blocks[1], "lr": 0.02},
             ]
-            opt = mt.MLBFGS(groups, lr=0.05, history=3, update_every=2, comm=comm, **extra)
+            opt = mt.MLBFGS(groups, lr=0.05, history_size=3, update_every=2, comm=comm, **extra)
             for t in range(1, 13):
                 gen = torch.Generator().manual_seed(t)
                 x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
@@ -110,7 +110,7 @@ class TorchChecks:
                 torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
             ).double()
             return net, mt.MLBFGS(
-                net.parameters(), lr=0.05, history=3, update_every=2, comm=self.comm
+                net.parameters(), lr=0.05, history_size=3, update_every=2, comm=self.comm
             )
 
         path = Path(self.args.out) / "torch-optimizer.pt"
