@@ -32,8 +32,8 @@ PY
 
 # -rs lists every skip: on a GPU machine only a missing CuPy may appear there.
 MLBFGS_BACKEND_EXAMPLES=${MLBFGS_BACKEND_EXAMPLES:-50} "$PYTHON" -m pytest -q -rs \
-    tests/test_backends.py -k "cuda or cupy"
-"$PYTHON" -m pytest -q -rs tests/test_torch_optimizer.py -k "cuda"
+    tests/backends/test_kernels.py -k "cuda or cupy"
+"$PYTHON" -m pytest -q -rs tests/torch/test_torch_optimizer.py -k "cuda"
 
 "$PYTHON" benchmarks/gpu_check.py --backend torch --device cuda --n $((1 << 24)) --history-size 10 \
     --history-dtype bfloat16

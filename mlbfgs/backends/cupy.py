@@ -1,7 +1,7 @@
 """The CuPy backend: fused element-wise CUDA kernels and cuBLAS GEMV for the hot path.
 
 CuPy cannot run without a GPU, so this module is exercised only where one exists
-(``tests/test_backends.py`` skips it otherwise; ``benchmarks/gpu_check.sh`` runs it). Each
+(``tests/backends/test_kernels.py`` skips it otherwise; ``benchmarks/gpu_check.sh`` runs it). Each
 override is tested there against the generic :class:`mlbfgs.core.Kernels`.
 """
 

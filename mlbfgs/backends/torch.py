@@ -4,7 +4,7 @@ and where a tensor's memory is.
 Each override does in one call what the generic kernel does in two or three, reading and
 writing every vector once, and keeps the parameters' dtype (Python floats never promote
 a float32 tensor). Each is tested against the generic :class:`mlbfgs.core.Kernels` on the
-same tensors in ``tests/test_backends.py``.
+same tensors in ``tests/backends/test_kernels.py``.
 """
 
 from __future__ import annotations

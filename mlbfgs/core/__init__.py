@@ -23,7 +23,7 @@ from .damping import curvature_ratio, damp, damping_tau
 from .first_order import apply_weight_decay, heavy_ball, in_warmup
 from .history import CurvatureHistory
 from .kernels import Kernels
-from .partition import balanced_partition, validate_partition
+from .partition import balanced_partition
 from .preconditioner import CompactForm, compact_form, precondition
 from .step_norm import direction_scales
 from .two_loop import two_loop
@@ -60,5 +60,4 @@ __all__ = [
     "skip_step",
     "two_loop",
     "update_curvature",
-    "validate_partition",
 ]

@@ -50,7 +50,9 @@ def balanced_partition(sizes: Sequence[int], parts: int) -> list[list[int]]:
 
 
 def validate_partition(blocks: Sequence[Sequence[int]], count: int) -> list[list[int]]:
-    """Check that explicit blocks cover every parameter index exactly once."""
+    """Check that explicit blocks cover every parameter index exactly once (whole tensors
+    by index; ``pieces.validate_pieces`` checks the blocks ``MLBFGS`` takes, and the
+    tests use this one as the rule for lists of whole tensors)."""
     seen: dict[int, int] = {}
     result: list[list[int]] = []
     for b, block in enumerate(blocks):

@@ -27,7 +27,7 @@ from mlbfgs.checkpoint import CheckpointError, load_sharded, save_sharded, shard
 from mlbfgs.core.pieces import balanced_pieces
 
 HERE = Path(__file__).parent
-SCRIPT = HERE / "distributed" / "faults.py"
+SCRIPT = HERE.parent / "support" / "distributed" / "faults.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import faults  # noqa: E402
 

@@ -275,7 +275,7 @@ def test_rank0_saves_the_whole_state_and_every_rank_resumes(ranks: int, tmp_path
     """With a communicator, state_dict() returns every block on every rank, so rank 0 alone
     saves it (as Lightning, HF Trainer and accelerate do) and every rank loads it and
     continues bitwise. (Before, rank 1 failed with KeyError: block1.history.pairs.) The
-    same runs under gloo in tests/distributed/run_checks.py."""
+    same runs under gloo in tests/support/distributed/run_checks.py."""
     from thread_world import ThreadComm, run_world
 
     models = [make_model() for _ in range(ranks)]  # torch's RNG is global: not in threads

@@ -1,5 +1,5 @@
 """Algorithm 2 (two_loop), the dense BFGS recursion of Eq (4), and the compact form agree,
-within the rounding the inputs' conditioning allows (tests/conditioning.py); and what can be
+within the rounding the inputs' conditioning allows (tests/support/conditioning.py); and what can be
 proved about H's eigenvalues after damping holds."""
 
 from __future__ import annotations

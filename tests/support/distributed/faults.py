@@ -1,10 +1,10 @@
 """One rank dies on purpose: during a checkpoint save, or of an uncaught exception.
 
-Launched under ``mpiexec`` by ``tests/test_faults.py`` (and imported by it, for the same
+Launched under ``mpiexec`` by ``tests/checkpoint/test_faults.py`` (and imported by it, for the same
 problem in-process)::
 
-    mpiexec -n 3 python tests/distributed/faults.py --dir CKPT --steps 10 --kill 1:after_write
-    mpiexec -n 2 python tests/distributed/faults.py --raise-on 1
+    mpiexec -n 3 python tests/support/distributed/faults.py --dir CKPT --kill 1:after_write
+    mpiexec -n 2 python tests/support/distributed/faults.py --raise-on 1
 
 ``--kill r:point`` makes rank r exit at a named point of ``save_sharded`` (see
 ``mlbfgs.checkpoint.sharded._reached``), as if killed; at ``mid_write`` its file is cut in half

@@ -262,7 +262,7 @@ def test_torch_cnn_example_learns_digits() -> None:
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "torch_cnn.py"
+    script = Path(__file__).resolve().parents[2] / "examples" / "torch_cnn.py"
     result = subprocess.run(
         [sys.executable, str(script)],  # the default 12 epochs: about 1.5 s of training
         capture_output=True,

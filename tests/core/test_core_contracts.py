@@ -20,8 +20,8 @@ from mlbfgs.core import (
     curvature_ratio,
     damp,
     two_loop,
-    validate_partition,
 )
+from mlbfgs.core.partition import validate_partition
 
 # -- partitions ------------------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ def run(b: Backend, problem: dict[str, Any]) -> tuple[np.ndarray, list[Any], lis
 @given(problem=problems())
 def test_trajectories_match_numpy(backend: Backend, problem: dict[str, Any]) -> None:
     got, got_stats, partition = run(backend, problem)
-    # Against the plain-loop reference (tests/reference.py) in float64 on the same data,
+    # Against the plain-loop reference (tests/support/reference.py) in float64 on the same data,
     # within the spread of eps-perturbed reference runs, eps of the problem's dtype.
     start, curvature, noise = problem_data(problem)
     hyper = {k: v for k, v in problem["hyper"].items() if k != "blocks"}

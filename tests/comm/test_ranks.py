@@ -1,7 +1,7 @@
 """Distributed mL-BFGS over real MPI (PyPI ``mpich``) and real torch.distributed (gloo).
 
 Every launch costs seconds, so four launches run all multi-rank checks
-(``tests/distributed/run_checks.py``): MPI on 4 ranks (and a per-rank checkpoint), MPI on 2
+(``tests/support/distributed/run_checks.py``): MPI on 4 ranks (and a per-rank checkpoint), MPI on 2
 ranks (and the resume of that checkpoint, and torch tensors through MPI), gloo on 2 and
 on 4 ranks. Each launch has a timeout, so a hang fails instead of blocking the suite.
 """
@@ -22,7 +22,7 @@ import pytest
 from helpers import mpiexec
 
 HERE = Path(__file__).parent
-SCRIPT = HERE / "distributed" / "run_checks.py"
+SCRIPT = HERE.parent / "support" / "distributed" / "run_checks.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import run_checks as checks  # noqa: E402
 

@@ -112,7 +112,7 @@ def test_failed_load_rolls_back_groups_already_loaded(fault: str) -> None:
 
 
 def test_comm_reaches_every_group_and_each_makes_two_collectives() -> None:
-    """Two param groups on 2 ranks (threads, tests/thread_world.py): bitwise the
+    """Two param groups on 2 ranks (threads, tests/support/thread_world.py): bitwise the
     one-process optimizer with the same blocks, and per step one reduce-scatter and one
     all-gather per group (docs/backends.md, Distributed)."""
     from collections import Counter

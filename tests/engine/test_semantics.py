@@ -41,9 +41,9 @@ def run_optimizer(problem: NoisyQuadratic, steps: int, blocks, **config):
     blocks=st.sampled_from([2, [[3, 0], [2, 1]], 4, 3, None]),  # None: one block
 )
 def test_trajectory_matches_reference(seed, blocks, **config) -> None:
-    """Step by step, within the spread of eps-perturbed runs of either (tests/conditioning.py)
-    while the reference stays within GROWTH_BOUND of its start; a diverging reference must be
-    matched by a diverging optimizer at the same step."""
+    """Step by step, within the spread of eps-perturbed runs of either
+    (tests/support/conditioning.py) while the reference stays within GROWTH_BOUND of its
+    start; a diverging reference must be matched by a diverging optimizer at the same step."""
     problem = NoisyQuadratic(SHAPES, seed=seed, noise=0.1)
     steps = 40
 

@@ -3,9 +3,9 @@
 Each check compares this rank's parameters with a single-process run (computed on the
 same rank) of the same block partition. One launch runs many checks, because every
 launch costs seconds; each rank writes ``<out>/rank<r>.json`` listing what passed and
-the tracebacks of what failed, for ``tests/test_distributed.py`` to assert on.
+the tracebacks of what failed, for ``tests/comm/test_ranks.py`` to assert on.
 
-    mpiexec -n 4 python tests/distributed/run_checks.py --comm mpi --out DIR [--save CKPT]
+    mpiexec -n 4 python tests/support/distributed/run_checks.py --comm mpi --out DIR [--save CKPT]
     (torch) RANK=r WORLD_SIZE=p MASTER_ADDR=127.0.0.1 MASTER_PORT=... python ... --comm torch
 """
 
@@ -253,7 +253,7 @@ def main() -> None:
     args = parser.parse_args()
     comm = make_comm(args.comm)
     checks = Checks(comm, args)
-    # MPIComm and TorchComm end the job on an uncaught exception (tests/test_faults.py).
+    # MPIComm and TorchComm end the job on an uncaught exception (tests/checkpoint/test_faults.py).
     checks.report["exit_hook"] = sys.excepthook is not sys.__excepthook__
     checks.check("default_blocks", checks.default_blocks)
     checks.check("more_blocks_than_ranks", lambda: checks.bitwise(6, average=False))

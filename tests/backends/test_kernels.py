@@ -208,7 +208,7 @@ def test_two_loop(
     assert got.dtype == backend.put(g).dtype
 
     # Against Eq (4) in float64, within the spread of its result under one rounding (in
-    # this dtype) of every input (tests/conditioning.py).
+    # this dtype) of every input (tests/support/conditioning.py).
     def dense(g_: np.ndarray, s_: np.ndarray, y_: np.ndarray) -> np.ndarray:
         return dense_inverse_hessian(s_, y_, gamma) @ g_.astype(np.float64)
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlbfgs.core import balanced_partition, validate_partition
+from mlbfgs.core import balanced_partition
+from mlbfgs.core.partition import validate_partition
 
 
 def best_max_load(sizes: list[int], parts: int) -> int:
