@@ -1,11 +1,7 @@
-"""Backends: one file per array library, holding everything the package knows about it.
+"""Backends: one file per array library, holding all the package knows about it.
 
-A backend (:class:`mlbfgs.backends.base.Backend`) is the library's hot-path kernels (fused
-fast paths, each tested against the generic :class:`mlbfgs.core.Kernels`) and its memory
-facts: host view, address span, writability, GPU or not, staging for MPI, copy to NumPy.
-``kernels_for(xp)`` picks kernels for a namespace, ``backend_of(array)`` the backend of
-an array; anything unlisted gets the generic backend, so every array-API library works.
-Libraries are imported only when one of their arrays is seen.
+Each is the library's hot-path kernels and memory facts (``base.Backend``);
+``kernels_for(xp)`` and ``backend_of(array)`` pick one, the generic one for the rest.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""The mathematics of mL-BFGS, written only against the Python array API standard.
+"""The mathematics of mL-BFGS (Eq 5-7, Algorithms 1 and 2) and its configuration.
 
-Nothing here imports torch, cupy or mpi4py: every function takes its namespace from its
-arguments (``array_api_compat.array_namespace``), so the same code runs on NumPy, CuPy,
-torch and ``array_api_strict`` arrays.
+Written only against the array API standard, importing nothing else of the package nor
+torch, CuPy or mpi4py, so the same code runs on every array library.
 """
 
 from .algorithm import (
