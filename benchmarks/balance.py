@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import sys
 
-from mlbfgs.assignment import assign_blocks, rank_counts
 from mlbfgs.core.partition import balanced_partition
 from mlbfgs.core.pieces import balanced_pieces
+from mlbfgs.engine.assignment import assign_blocks, rank_counts
 
 Shape = tuple[int, ...]
 

@@ -69,7 +69,12 @@ def worker(args: argparse.Namespace) -> None:
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     curvature = [rng.uniform(0.5, 2.0, s).astype(np.float32) for s in shapes]
     opt = mlbfgs.MLBFGS(
-        params, lr=0.01, history=args.history, update_every=5, blocks=args.tensors, comm=comm
+        params,
+        lr=0.01,
+        history_size=args.history_size,
+        update_every=5,
+        blocks=args.tensors,
+        comm=comm,
     )
 
     def grads(t: int) -> list[np.ndarray]:
@@ -117,7 +122,7 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--tensors", type=int, default=8)
     parser.add_argument("--side", type=int, default=256)
-    parser.add_argument("--history", type=int, default=10)
+    parser.add_argument("--history-size", type=int, default=10)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads per rank")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -136,7 +141,7 @@ def main() -> None:
     for p in args.ranks:
         out = Path(f"/tmp/mlbfgs-bench-distributed-{p}.json")
         options = ["--tensors", str(args.tensors), "--side", str(args.side)]
-        options += ["--history", str(args.history), "--steps", str(args.steps)]
+        options += ["--history-size", str(args.history_size), "--steps", str(args.steps)]
         subprocess.run(
             [str(mpiexec), "-n", str(p), sys.executable, __file__, "--worker", "--out", str(out)]
             + options,
@@ -147,7 +152,8 @@ def main() -> None:
         rows.append(json.loads(out.read_text()))
     base = rows[0]
     print(
-        f"{base['d']} float32 parameters in {args.tensors} blocks, history M = {args.history}, "
+        f"{base['d']} float32 parameters in {args.tensors} blocks, "
+        f"history M = {args.history_size}, "
         f"median of {args.steps} preconditioned steps (slowest rank), {args.threads} BLAS "
         f"thread(s) per rank, {os.cpu_count()} CPU cores"
     )

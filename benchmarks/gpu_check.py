@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["torch", "cupy", "numpy"], default="torch")
     parser.add_argument("--device", default="cuda", help="torch device (ignored for cupy)")
     parser.add_argument("--n", type=int, default=1 << 24, help="parameters in the block")
-    parser.add_argument("--history", type=int, default=10, help="M")
+    parser.add_argument("--history-size", type=int, default=10, help="M")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument(
         "--history-dtype", help="also time a history stored in this dtype (bfloat16, float16)"
@@ -72,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
 
     xp, put, sync = namespace(args.backend, args.device)
-    n, m = args.n, args.history
+    n, m = args.n, args.history_size
     rng = np.random.default_rng(0)
     curvature = put(rng.uniform(0.5, 2.0, n).astype(np.float32))
     g = put(rng.standard_normal(n).astype(np.float32))

@@ -32,12 +32,12 @@ PY
 
 # -rs lists every skip: on a GPU machine only a missing CuPy may appear there.
 MLBFGS_BACKEND_EXAMPLES=${MLBFGS_BACKEND_EXAMPLES:-50} "$PYTHON" -m pytest -q -rs \
-    tests/test_backends.py -k "cuda or cupy"
-"$PYTHON" -m pytest -q -rs tests/test_torch_optimizer.py -k "cuda"
+    tests/backends/test_kernels.py -k "cuda or cupy"
+"$PYTHON" -m pytest -q -rs tests/torch/test_torch_optimizer.py -k "cuda"
 
-"$PYTHON" benchmarks/gpu_check.py --backend torch --device cuda --n $((1 << 24)) --history 10 \
+"$PYTHON" benchmarks/gpu_check.py --backend torch --device cuda --n $((1 << 24)) --history-size 10 \
     --history-dtype bfloat16
 if "$PYTHON" -c "import cupy, sys; sys.exit(0 if cupy.is_available() else 1)" 2>/dev/null; then
-    "$PYTHON" benchmarks/gpu_check.py --backend cupy --n $((1 << 24)) --history 10 \
+    "$PYTHON" benchmarks/gpu_check.py --backend cupy --n $((1 << 24)) --history-size 10 \
         --history-dtype float16
 fi

@@ -27,7 +27,7 @@ def main() -> None:
         for seed in range(40):
             hyper = {
                 "lr": 0.05,
-                "history": 3,
+                "history_size": 3,
                 "update_every": 2,
                 "hessian_momentum": beta,
                 "damping": damping,

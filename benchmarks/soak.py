@@ -78,7 +78,7 @@ def main() -> None:
         np.random.default_rng([1, i]).standard_normal(s, np.float64) for i, s in enumerate(SHAPES)
     ]
     curvature = [np.linspace(0.5, 5.0, p.size, dtype=np.float64).reshape(p.shape) for p in params]
-    opt = mlbfgs.MLBFGS(params, lr=0.05, history=5, update_every=10, comm=comm)
+    opt = mlbfgs.MLBFGS(params, lr=0.05, history_size=5, update_every=10, comm=comm)
     folder = Path(
         comm.allgather_object(tempfile.mkdtemp(prefix="mlbfgs-soak-") if comm.rank == 0 else "")[0]
     )

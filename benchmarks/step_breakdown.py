@@ -15,8 +15,8 @@ import torch
 import mlbfgs
 from mlbfgs.core import precondition
 from mlbfgs.data import load
+from mlbfgs.engine.validation import check_grads
 from mlbfgs.experiments.models import seeded_model
-from mlbfgs.validation import check_grads
 
 
 def micros(fn: Callable[[], object], calls: int = 2000) -> float:
@@ -33,7 +33,7 @@ def main() -> None:
     model = seeded_model(data.image_shape, data.classes, 0)
     params = [p.detach() for p in model.parameters()]
     grads = [torch.randn_like(p) for p in params]
-    opt = mlbfgs.MLBFGS(params, lr=1e-6, update_every=50, history=10, warmup=2)
+    opt = mlbfgs.MLBFGS(params, lr=1e-6, update_every=50, history_size=10, warmup=2)
     for _ in range(600):
         opt.step(grads)
     xp, layout, kernels, block = opt._xp, opt.layouts[0], opt._kernels, opt._blocks[0]

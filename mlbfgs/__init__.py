@@ -6,7 +6,7 @@ torch, ...); ``mlbfgs.core`` holds the mathematics; ``mlbfgs.comm`` the collecti
 
 from . import core
 from .core import MLBFGSConfig
-from .optimizer import MLBFGS, NonFiniteGradientError
+from .engine import MLBFGS, NonFiniteGradientError
 
 __version__ = "0.1.0"
 

@@ -24,7 +24,7 @@ do too). A table column is compared according to the marker's options:
 - ``after divergence: b, c``: columns not compared in a diverged row (what they count
   happened after the divergence); its other columns are compared as above.
 
-tests/test_results_blocks.py compares the cheap deterministic blocks with what the code
+tests/docs/test_results_blocks.py compares the cheap deterministic blocks with what the code
 prints, and shows that one-ulp perturbations pass and a wrong constant fails; those marked
 ``slow`` are compared only by ``./scripts/results --check``. ``measured``: timings or facts
 of this machine, rewritten by ``./scripts/results`` and never compared.

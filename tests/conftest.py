@@ -15,9 +15,15 @@ fixture of the backend suites.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
-from backend_cases import FACTORIES, Backend
+
+# The shared helpers (reference, problems, backend cases, ...) import as top-level modules.
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from backend_cases import FACTORIES, Backend  # noqa: E402
 from hypothesis import HealthCheck, settings
 
 PROFILE = os.environ.get("MLBFGS_HYPOTHESIS", "pinned")

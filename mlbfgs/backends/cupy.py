@@ -1,7 +1,7 @@
 """The CuPy backend: fused element-wise CUDA kernels and cuBLAS GEMV for the hot path.
 
 CuPy cannot run without a GPU, so this module is exercised only where one exists
-(``tests/test_backends.py`` skips it otherwise; ``benchmarks/gpu_check.sh`` runs it). Each
+(``tests/backends/test_kernels.py`` skips it otherwise; ``benchmarks/gpu_check.sh`` runs it). Each
 override is tested there against the generic :class:`mlbfgs.core.Kernels`.
 """
 
@@ -12,9 +12,11 @@ from functools import cache
 from typing import Any
 
 import cupy
+import numpy as np
 
 from ..core.kernels import Kernels
 from ..core.types import Array
+from .base import Backend, Span
 
 
 @cache
@@ -74,3 +76,42 @@ class CupyKernels(Kernels):
         out = cupy.empty_like(theta)
         _axpby()(theta, direction, self._scalar(1.0, theta), self._scalar(-lr, theta), out)
         return out
+
+
+class CupyBackend(Backend):  # pragma: no cover - needs a GPU
+    """CuPy arrays: GPU memory, strided like NumPy."""
+
+    kernels = CupyKernels
+
+    def owns(self, array: object) -> bool:
+        return isinstance(array, cupy.ndarray)
+
+    def span(self, array: Array) -> Span | None:
+        shape, strides = list(array.shape), list(array.strides)
+        return f"cuda:{array.device.id}", int(array.data.ptr), shape, strides, int(array.itemsize)
+
+    def writes_through(self, array: Array) -> bool:
+        return bool(array.flags["C_CONTIGUOUS"])
+
+    def is_gpu(self, array: Array) -> bool:
+        return True
+
+    def device_view(self, array: Array) -> Any:
+        cupy.cuda.get_current_stream().synchronize()
+        return array
+
+    def pinned(self, like: Array, size: int) -> tuple[Any, np.ndarray]:
+        import cupyx
+
+        pinned = cupyx.empty_pinned(size, dtype=like.dtype)
+        return pinned, pinned
+
+    def to_pinned(self, array: Array, pinned: Any, view: np.ndarray) -> None:
+        array.get(out=view)
+
+    def from_pinned(self, pinned: Any, view: np.ndarray, array: Array) -> None:
+        array.set(view)
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        result: np.ndarray = array.get()
+        return result

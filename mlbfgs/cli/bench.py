@@ -222,7 +222,7 @@ def iteration(args: argparse.Namespace) -> None:
     specs = [sgd_spec, demo_spec]
     # Enough steps to fill the history, so the timed steps precondition with M pairs.
     config = MLBFGSConfig(**demo_spec.options)
-    warmup = (config.history + 3) * config.update_every
+    warmup = (config.history_size + 3) * config.update_every
     rounds, per_round = (3, 3) if args.quick else (15, 40)
     batches = [16] if args.quick else args.batch_sizes
     params = parameter_count(seeded_model(dataset.image_shape, dataset.classes, 0))

@@ -71,7 +71,7 @@ def add_parser(sub: Any) -> None:
     group.add_argument("--sgd-lr", type=positive_float, help="SGD base learning rate")
     group.add_argument("--adam-lr", type=positive_float, help="Adam base learning rate")
     group.add_argument("--update-every", type=positive_int, default=None, help="T")
-    group.add_argument("--history", type=positive_int, default=None, help="M")
+    group.add_argument("--history-size", type=positive_int, default=None, help="M")
     group.add_argument("--hessian-momentum", type=fraction, default=None, help="beta of Eq (5)")
     group.add_argument("--sigma-low", type=fraction, default=None, help="sigma_L of Eq (7)")
     add_common(parser, "tiny run for tests (a few iterations)")
@@ -98,7 +98,7 @@ def _specs(args: argparse.Namespace) -> list[Any]:
     specs = recommended_specs()
     changes = {
         "update_every": args.update_every,
-        "history": args.history,
+        "history_size": args.history_size,
         "hessian_momentum": args.hessian_momentum,
         "sigma_low": args.sigma_low,
     }

@@ -112,13 +112,13 @@ def fig1(args: argparse.Namespace) -> int:
         iterations=iterations,
         newton_lr=args.lr if args.lr is not None else 0.5,
         sgd_lr=0.1,
-        history=2,
+        history_size=2,
         damping=args.damping,
     )
     print(
         f"noisy quadratic: B = diag(1, {1 / setup.condition:g}), sigma = {setup.sigma}, "
         f"start {setup.start}, {iterations} iterations, {seeds} noise seeds; SGD lr "
-        f"{setup.sgd_lr}, second-order lr {setup.newton_lr}, M = {setup.history}, T = 1, "
+        f"{setup.sgd_lr}, second-order lr {setup.newton_lr}, M = {setup.history_size}, T = 1, "
         f"beta = {setup.beta}, " + ("damped (Eq 7)" if setup.damping else "undamped")
     )
     with progress(seeds, "fig1") as update:
@@ -189,7 +189,7 @@ def ablation(args: argparse.Namespace) -> int:
     if args.quick:
         dataset = dataset.limited(200)
     update_every = args.update_every or (2 if args.quick else 10)
-    options = {"update_every": update_every, "history": 10}
+    options = {"update_every": update_every, "history_size": 10}
     print(
         f"{dataset.describe()}; NumPy MLP 64-32-10 (tanh); batch {args.batch_size}, "
         f"{iterations} iterations, cosine lr from {lr}, T = {update_every}, M = 10, "

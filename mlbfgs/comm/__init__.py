@@ -1,7 +1,7 @@
-"""Collectives for distributed mL-BFGS; no mathematics lives here.
+"""Collectives for distributed mL-BFGS (one process, MPI, torch.distributed); no maths.
 
-``MPIComm`` (mpi4py) and ``TorchComm`` (torch.distributed) import their libraries only
-when constructed, so ``import mlbfgs`` needs neither.
+``MPIComm`` and ``TorchComm`` import their libraries only when constructed, so
+``import mlbfgs`` needs neither; each array library's buffers come from its backend.
 """
 
 from .base import Communicator, SingleProcessComm, displacements

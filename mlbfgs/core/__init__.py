@@ -1,8 +1,7 @@
-"""The mathematics of mL-BFGS, written only against the Python array API standard.
+"""The mathematics of mL-BFGS (Eq 5-7, Algorithms 1 and 2) and its configuration.
 
-Nothing here imports torch, cupy or mpi4py: every function takes its namespace from its
-arguments (``array_api_compat.array_namespace``), so the same code runs on NumPy, CuPy,
-torch and ``array_api_strict`` arrays.
+Written only against the array API standard, importing nothing else of the package nor
+torch, CuPy or mpi4py, so the same code runs on every array library.
 """
 
 from .algorithm import (
@@ -17,13 +16,13 @@ from .algorithm import (
     update_curvature,
 )
 from .averages import MomentumAverages
-from .config import PRESETS, MLBFGSConfig
+from .config import PRESETS, Hyperparameters, MLBFGSConfig
 from .curvature import CurvatureOutcome, curvature_pair, mix_with_newest, prepare_pair
 from .damping import curvature_ratio, damp, damping_tau
 from .first_order import apply_weight_decay, heavy_ball, in_warmup
 from .history import CurvatureHistory
 from .kernels import Kernels
-from .partition import balanced_partition, validate_partition
+from .partition import balanced_partition
 from .preconditioner import CompactForm, compact_form, precondition
 from .step_norm import direction_scales
 from .two_loop import two_loop
@@ -36,6 +35,7 @@ __all__ = [
     "CompactForm",
     "CurvatureHistory",
     "CurvatureOutcome",
+    "Hyperparameters",
     "Kernels",
     "MLBFGSConfig",
     "MomentumAverages",
@@ -59,5 +59,4 @@ __all__ = [
     "skip_step",
     "two_loop",
     "update_curvature",
-    "validate_partition",
 ]

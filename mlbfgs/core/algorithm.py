@@ -1,6 +1,6 @@
 """Algorithm 1 of the paper, for the curvature blocks of one rank.
 
-The orchestrator (``mlbfgs.optimizer``) gathers each block's parameters and gradients
+The engine (``mlbfgs.engine``) gathers each block's parameters and gradients
 into flat vectors, applies weight decay, certifies the gradients finite and then calls
 :func:`algorithm_1` with the blocks whose gradient is finite.
 """
@@ -28,7 +28,7 @@ class BlockStats:
     """Counters reported by ``MLBFGS.stats()``."""
 
     pairs_pushed: int = 0
-    """Pairs pushed so far (the buffer holds the newest ``history`` of them)."""
+    """Pairs pushed so far (the buffer holds the newest ``history_size`` of them)."""
     pairs_rejected: int = 0
     """Pairs not pushed: zero s, non-finite, or (undamped) non-positive curvature."""
     skipped_steps: int = 0

@@ -6,7 +6,7 @@ import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal, TypeGuard, get_args
+from typing import Any, Literal, TypedDict, TypeGuard, get_args
 
 StepNorm = Literal["none", "gradient", "unit"]
 """How the preconditioned direction ``H g`` is rescaled before heavy ball (design §3.7)."""
@@ -21,6 +21,36 @@ HistoryDtype = Literal["float32", "float16", "bfloat16"]
 InitialMatrix = Literal["gamma", "rms"]
 """``H_0`` of Algorithm 2: ``gamma I`` (the paper) or ``diag(1 / (sqrt(v) + eps))`` from
 the gradient's RMS (``core/initial_matrix.py``)."""
+
+
+class Hyperparameters(TypedDict, total=False):
+    """:class:`MLBFGSConfig`'s fields as keyword arguments of both constructors
+    (``mlbfgs.MLBFGS``, ``mlbfgs.torch.MLBFGS``), so that an option is declared here only.
+
+    An absent or ``None`` value takes the preset's value, else the field's default; the
+    fields' docstrings say what each means. ``tests/core/test_config.py`` keeps the keys
+    equal to the fields.
+    """
+
+    history_size: int | None
+    update_every: int | None
+    hessian_momentum: float | None
+    tau0: float | None
+    sigma_low: float | None
+    sigma_high: float | None
+    damping: bool | None
+    momentum: float | None
+    weight_decay: float | None
+    warmup: int | None
+    step_norm: StepNorm | None
+    pair_momentum: float | None
+    averaging: Averaging | None
+    restart_grad_average: bool | None
+    pair_timing: PairTiming | None
+    h0: InitialMatrix | None
+    rms_decay: float | None
+    rms_eps: float | None
+    history_dtype: HistoryDtype | None
 
 
 def is_real(value: object) -> TypeGuard[numbers.Real]:
@@ -45,7 +75,7 @@ class MLBFGSConfig:
     is out of its range. NumPy scalars are accepted and stored as Python ``int`` / ``float``.
     """
 
-    history: int = 10
+    history_size: int = 10
     """M: number of curvature pairs kept per block."""
     update_every: int = 50
     """T: a curvature pair is formed every T steps (Eq (6))."""
@@ -94,7 +124,7 @@ class MLBFGSConfig:
     2M x 2M algebra stay float64 (``core/history.py``)."""
 
     def __post_init__(self) -> None:
-        self._count("history", minimum=1)
+        self._count("history_size", minimum=1)
         self._count("update_every", minimum=1)
         if self.warmup is not None:
             self._count("warmup", minimum=0)

@@ -1,8 +1,10 @@
-"""Curvature blocks: groups of whole parameter tensors (Section 3.2).
+"""Balanced contiguous cuts (Section 3.2): ``blocks=k`` (k blocks of whole tensors,
+balanced by size) and the runs of whole blocks each rank is assigned.
 
-Each block has its own averages, history, gamma and damping, so the inverse-Hessian
+A curvature block is a list of pieces, whole tensors or ranges of one (``pieces.py``);
+each has its own averages, history, gamma and damping, so the inverse-Hessian
 approximation is block diagonal. Blocks are a property of the model, not of the world
-size: a checkpoint keeps them, and ranks are assigned whole blocks.
+size: a checkpoint keeps them.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def balanced_partition(sizes: Sequence[int], parts: int) -> list[list[int]]:
 
 
 def validate_partition(blocks: Sequence[Sequence[int]], count: int) -> list[list[int]]:
-    """Check that explicit blocks cover every parameter index exactly once."""
+    """Check that explicit blocks cover every parameter index exactly once (whole tensors
+    by index; ``pieces.validate_pieces`` checks the blocks ``MLBFGS`` takes, and the
+    tests use this one as the rule for lists of whole tensors)."""
     seen: dict[int, int] = {}
     result: list[list[int]] = []
     for b, block in enumerate(blocks):

@@ -150,7 +150,7 @@ def memory_row(n: int, m: int, update_every: int = 2) -> MemoryRow:
     try:
         base, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        opt = MLBFGS(params, lr=1e-3, history=m, update_every=update_every)
+        opt = MLBFGS(params, lr=1e-3, history_size=m, update_every=update_every)
         for t in range((m + 3) * update_every):
             g = grads[t % 2]
             g[...] = params[0]

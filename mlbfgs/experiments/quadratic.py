@@ -32,7 +32,7 @@ class QuadraticSetup:
     start: tuple[float, float] = (-2.0, 2.0)
     sgd_lr: float = 0.1
     newton_lr: float = 0.5
-    history: int = 2
+    history_size: int = 2
     beta: float = 0.9
     update_every: int = 1
     damping: bool = False
@@ -54,7 +54,7 @@ def _lbfgs(setup: QuadraticSetup, beta: float) -> Callable[[Vector, Vector], Non
             state["opt"] = MLBFGS(
                 [theta],
                 lr=setup.newton_lr,
-                history=setup.history,
+                history_size=setup.history_size,
                 update_every=setup.update_every,
                 hessian_momentum=beta,
                 damping=setup.damping,

@@ -1,0 +1,394 @@
+"""``MLBFGS``: the orchestrator that applies Algorithm 1 to a list of arrays.
+
+It owns no mathematics: it checks inputs, gathers each curvature block into flat
+vectors, certifies the gradients finite, calls :func:`mlbfgs.core.algorithm_1` for the
+blocks this process owns, and writes the results back into the caller's arrays. On
+several ranks :class:`mlbfgs.engine.distributed.BlockExchange` moves the data (one
+reduce-scatter and one all-gather per step; docs/design.md section 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from array_api_compat import device
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ..backends import kernels_for
+from ..comm import Communicator, SingleProcessComm
+from ..core import (
+    BlockInput,
+    BlockState,
+    CurvatureHistory,
+    MLBFGSConfig,
+    algorithm_1,
+    apply_weight_decay,
+    is_boundary,
+    skip_step,
+)
+from ..core.config import Hyperparameters, Preset
+from ..core.pieces import Piece, resolve_blocks
+from ..core.types import Array
+from .distributed import BlockExchange, construct_together
+from .guard import Guard, exclusive
+from .layout import BlockLayout, numel
+from .loading import LoadedState, read_state, structure
+from .nonfinite import NonFiniteGradientError, certify
+from .nonfinite import describe as describe_nonfinite
+from .state import FORMAT_VERSION, encode_block
+from .validation import LearningRate, check_grads, check_lr, check_params, history_storage, lr_at
+
+__all__ = ["FORMAT_VERSION", "MLBFGS", "NonFiniteGradientError", "PreparedStep"]
+NonFinitePolicy = Literal["skip", "raise"]
+
+
+@dataclass(frozen=True)
+class PreparedStep:
+    """What ``MLBFGS.prepare`` computed for step ``t``; consumed by ``MLBFGS.apply``."""
+
+    optimizer: MLBFGS
+    t: int
+    lr: float
+    blocks: list[BlockInput]
+    finite: list[bool]
+    missing: frozenset[int] = frozenset()
+    """Parameters whose gradient was ``None``: not written on one process."""
+
+
+class MLBFGS:
+    """Momentum-based, damped, block-diagonal stochastic L-BFGS (Niu et al.): the engine.
+
+    It updates ``params``, a list of arrays of any array-API library, in place at every
+    ``step(grads)``. A gradient given as ``None`` counts as zero in its block's statistics,
+    and on one process its parameter is not moved (as torch.optim leaves a parameter
+    without gradient alone); on several ranks another rank may hold a gradient for it, so
+    it moves with its block.
+
+    Args:
+        params: the arrays to optimise (one library, real floating point, writable, not
+            sharing memory).
+        lr: a float >= 0, or a callable ``t -> lr`` of the 1-based step to take.
+        blocks: ``None`` (one block per rank), ``k`` (k blocks balanced by size), or
+            explicit lists of parameter indices.
+        comm: ``None`` (one process) or a :mod:`mlbfgs.comm` communicator.
+        average_grads: whether ``step`` averages the gradients over ranks.
+        on_nonfinite: ``"skip"`` leaves a block whose gradient holds a NaN or infinity
+            untouched for the step and counts it in ``stats()``; ``"raise"`` raises
+            :class:`NonFiniteGradientError` before anything changes.
+        preset: ``None`` (the library defaults), ``"paper"`` (Algorithm 1 as written) or
+            ``"released"`` (the authors' released optimizer; docs/algorithm.md): the
+            values of the step-control options not given.
+        **hyperparameters: the fields of :class:`mlbfgs.MLBFGSConfig` (Table 5 defaults),
+            each documented there; ``None`` means the preset's value or the default.
+
+    Raises:
+        ValueError, TypeError: a bad argument, named in the message, before anything is
+            built; on several ranks ``DistributedSetupError`` when the ranks disagree.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[Array],
+        lr: LearningRate = 0.1,
+        *,
+        blocks: int | Sequence[Sequence[int]] | None = None,
+        comm: Communicator | None = None,
+        average_grads: bool = True,
+        on_nonfinite: NonFinitePolicy = "skip",
+        preset: Preset | None = None,
+        **hyperparameters: Unpack[Hyperparameters],
+    ) -> None:
+        self._guard = Guard()  # one call at a time (mlbfgs/engine/guard.py)
+        if comm is not None and not isinstance(comm, Communicator):
+            raise TypeError(f"comm must be None or a mlbfgs.comm communicator, got {comm!r}")
+        self.comm: Communicator = comm if comm is not None else SingleProcessComm()
+
+        def build() -> dict[str, Any]:
+            self.params, self._xp = check_params(params)
+            self.lr = check_lr(lr)
+            self.config = MLBFGSConfig.from_preset(preset, **hyperparameters)
+            self._history_dtype = history_storage(self._xp, self.config.history_dtype)
+            if on_nonfinite not in ("skip", "raise"):
+                raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
+            if not isinstance(average_grads, bool):
+                raise TypeError(f"average_grads must be a bool, got {average_grads!r}")
+            self.on_nonfinite: NonFinitePolicy = on_nonfinite
+            self.average_grads = average_grads
+            self._kernels = kernels_for(self._xp)
+            self._default_blocks = blocks is None
+            sizes = [numel(p.shape) for p in self.params]
+            self._use_partition(resolve_blocks(blocks, sizes, self.comm.size))
+            return self._fingerprint()
+
+        # Every rank builds; one small all-gather checks that all agree (never a hang).
+        construct_together(self.comm, build)
+        self._blocks = {b: self._fresh_block(self.layouts[b]) for b in self.owned}
+        self._step = 0
+
+    def reconfigure(self, config: MLBFGSConfig, lr: LearningRate, params: Sequence[Array]) -> None:
+        """Take new hyperparameters and fresh views of the same parameters for the next step.
+
+        ``mlbfgs.torch`` calls it before every step with its param group's values (a
+        scheduler may have changed them, ``model.to`` may have swapped the storage). The
+        caller has checked them: the fields that shape the state (``history_size``,
+        ``history_dtype``, ``h0``) and each parameter's shape, dtype and device are as built.
+        """
+        self.config = self.config if config == self.config else config
+        self.lr, self.params = lr, list(params)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _use_partition(self, partition: list[list[Piece]]) -> None:
+        """Lay out the blocks and assign them to ranks (contiguous runs, balanced by size)."""
+        layouts = [BlockLayout.of(b, pieces, self.params) for b, pieces in enumerate(partition)]
+        self._exchange = BlockExchange(self.comm, layouts, self.params)
+
+    @property
+    def layouts(self) -> list[BlockLayout]:
+        """Every block's layout (parameter indices and shapes), in block order."""
+        return self._exchange.layouts
+
+    @property
+    def owned(self) -> list[int]:
+        """The blocks this rank updates (all of them on one process)."""
+        return self._exchange.owned
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What every rank must agree on; compared across ranks at construction."""
+        return {
+            **dataclasses.asdict(self.config),
+            "lr": self.lr if isinstance(self.lr, float) else "callable",
+            "average_grads": self.average_grads,
+            "on_nonfinite": self.on_nonfinite,
+            "world_size": self.comm.size,
+            "array_library": getattr(self._xp, "__name__", repr(self._xp)),
+            "parameter_count": len(self.params),
+            "shapes": [tuple(int(d) for d in p.shape) for p in self.params],
+            "dtypes": [str(p.dtype) for p in self.params],
+            "blocks": [list(layout.pieces) for layout in self.layouts],
+        }
+
+    @property
+    def assignment(self) -> list[list[int]]:
+        """For each rank, the blocks it owns."""
+        return [list(blocks) for blocks in self._exchange.assignment]
+
+    def history_bytes(self) -> int:
+        """Bytes of curvature history (pairs, Gram matrices, scales) held by this rank."""
+        total = 0
+        for block in self._blocks.values():
+            for array in block.history.arrays():
+                total += numel(array.shape) * _itemsize(self._xp, array)
+        return total
+
+    def _fresh_block(self, layout: BlockLayout) -> BlockState:
+        first = self.params[layout.indices[0]]
+        dtype = first.dtype if self._history_dtype is None else self._history_dtype
+        history = CurvatureHistory.empty(
+            self._xp, self.config.history_size, layout.numel, dtype, device(first)
+        )
+        return BlockState(history=history)
+
+    # -- the step -------------------------------------------------------------------------
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken so far; the next ``step`` is step ``step_count + 1``."""
+        return self._step
+
+    @exclusive
+    def step(self, grads: Sequence[Array | None]) -> None:
+        """Apply one mL-BFGS step to ``params`` in place.
+
+        Args:
+            grads: one gradient per parameter, of its shape, dtype and device (``None``:
+                missing); on several ranks every rank calls ``step`` with its own.
+
+        Raises:
+            TypeError, ValueError: gradients that do not match the parameters, or a bad
+                ``lr(t)``; nothing changed.
+            NonFiniteGradientError: under ``on_nonfinite="raise"``; nothing changed.
+            ConcurrentUseError: another thread is inside this optimizer.
+        """
+        self.apply(self.prepare(grads))
+
+    @exclusive
+    def prepare(self, grads: Sequence[Array | None]) -> PreparedStep:
+        """Phase 1 of ``step``; changes nothing (only this rank's exchange buffers).
+
+        Checks the gradients and this step's learning rate, takes each owned block's (mean)
+        gradient, adds weight decay and computes the first reduction of the step, whose
+        finiteness certifies the gradient without an extra pass over it. Under
+        ``on_nonfinite="raise"`` a non-finite gradient raises here. Callers that step
+        several optimizers together (``mlbfgs.torch``) prepare all of them before applying
+        any, so that an error leaves every one unchanged.
+        """
+        xp, kernels, config = self._xp, self._kernels, self.config
+        missing: frozenset[int] = frozenset()
+        if isinstance(grads, Sequence) and len(grads) == len(self.params):
+            missing = frozenset(i for i, g in enumerate(grads) if g is None)
+            grads = [xp.zeros_like(self.params[i]) if g is None else g for i, g in enumerate(grads)]
+        checked = check_grads(grads, self.params, xp)
+        t = self._step + 1
+        lr = lr_at(self.lr, t)
+        exchange = self._exchange
+        # A pair formed before this step's direction changes the history, and h0="rms"
+        # multiplies it with the scaled gradient: the product with the history waits until
+        # then, and g^T g certifies the gradient instead.
+        history_changes = config.h0 == "rms" or (
+            config.pair_timing == "before_step" and is_boundary(t, config)
+        )
+        blocks, probes = [], []
+        for b, g in zip(
+            self.owned, exchange.gradients(xp, checked, self.average_grads), strict=True
+        ):
+            block, layout = self._blocks[b], self.layouts[b]
+            theta = layout.gather(xp, self.params)
+            g = apply_weight_decay(g, theta, config.weight_decay)
+            projection = grad_sq = None
+            if block.preconditions(t, config) and not history_changes:
+                projection = kernels.project(block.history.pairs, g)
+            if projection is None or config.step_norm == "gradient":
+                grad_sq = kernels.dot(g, g)  # the probe in warm-up; grafting needs it too
+            probes.append([p for p in (projection, grad_sq) if p is not None])
+            blocks.append(BlockInput(b, block, theta, g, projection, grad_sq))
+        finite = certify(self._xp, self._kernels, probes)
+        if self.on_nonfinite == "raise":
+            bad = exchange.everyone_bad(
+                [block.index for block, ok in zip(blocks, finite, strict=True) if not ok]
+            )
+            if any(bad):  # every rank raises the same message, naming where it came from
+                raise NonFiniteGradientError(
+                    describe_nonfinite(xp, exchange, checked, bad, self.average_grads)
+                )
+        return PreparedStep(self, t, lr, blocks, finite, missing)
+
+    @exclusive
+    def apply(self, prepared: PreparedStep) -> None:
+        """Phase 2 of ``step``: Algorithm 1 for every owned block whose gradient is finite,
+        then every block's new parameters reach every rank."""
+        if prepared.optimizer is not self or prepared.t != self._step + 1:
+            raise ValueError("apply() takes the result of this optimizer's latest prepare()")
+        xp, t = self._xp, prepared.t
+        stepping = [item for item, ok in zip(prepared.blocks, prepared.finite, strict=True) if ok]
+        theta_next = dict(
+            zip(
+                [item.index for item in stepping],
+                algorithm_1(
+                    stepping,
+                    t,
+                    prepared.lr,
+                    self.config,
+                    self._kernels,
+                    lambda values: self._exchange.sum_over_blocks(xp, values),
+                ),
+                strict=True,
+            )
+        )
+        for item, ok in zip(prepared.blocks, prepared.finite, strict=True):
+            if not ok:
+                skip_step(item.block, t, self.config)
+                theta_next[item.index] = item.theta
+        self._exchange.publish(xp, theta_next, self.params, prepared.missing)
+        self._step = t
+
+    # -- introspection and checkpoints ----------------------------------------------------
+
+    def stats(self) -> list[dict[str, Any]]:
+        """What each block's curvature did, to see whether the preconditioner is working.
+
+        Returns:
+            One dict per block this rank owns: ``block``, ``pairs_stored``,
+            ``pairs_pushed``, ``pairs_rejected``, the last ``mu`` and ``tau`` of Eq (7),
+            ``gamma`` (NaN before the first pair) and ``skipped_steps``.
+        """
+        result = []
+        for b in self.owned:
+            block = self._blocks[b]
+            result.append(
+                {
+                    "block": b,
+                    "pairs_stored": len(block.history),
+                    "pairs_pushed": block.stats.pairs_pushed,
+                    "pairs_rejected": block.stats.pairs_rejected,
+                    "mu": block.stats.mu,
+                    "tau": block.stats.tau,
+                    "gamma": block.form.gamma if block.form is not None else math.nan,
+                    "skipped_steps": block.stats.skipped_steps,
+                }
+            )
+        return result
+
+    @exclusive
+    def state_dict(self, copy: bool = True) -> dict[str, Any]:
+        """A snapshot of this rank's blocks, for ``load_state_dict`` to resume exactly.
+
+        Args:
+            copy: ``False`` returns the optimizer's own arrays instead of copies (for views
+                such as ``mlbfgs.torch``'s ``optimizer.state``).
+
+        Returns:
+            A flat ``str -> array | scalar | list of ints`` dict (no pickles): arrays in the
+            parameters' own library and device. The learning rate is not included (a
+            callable cannot be saved without pickling).
+        """
+        state: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "step": self._step,
+            **structure(self.config.history_size, self.layouts, self.params),
+            "owned_blocks": list(self.owned),
+        }
+        for b in self.owned:
+            state.update(encode_block(self._xp, f"block{b}.", self._blocks[b], copy))
+        return state
+
+    @exclusive
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict`` (also one read back with ``numpy.load``).
+
+        History length and parameter sizes must match this optimizer, and so must the
+        partition, unless this optimizer was built with ``blocks=None``: then it adopts
+        the saved blocks (blocks are a property of the model, not of the world size) and
+        assigns them to its ranks. Hyperparameters are this optimizer's own.
+
+        Args:
+            state: a ``state_dict()`` holding every block this rank owns (on several ranks
+                use :func:`mlbfgs.checkpoint.load_sharded`).
+
+        Raises:
+            KeyError, TypeError, ValueError: a missing key, or a value that fails its
+                checks (finite arrays, integer counters, a valid slot order, positive
+                curvature of every stored pair), named in the message. All checks run
+                before anything changes, so a failed load leaves the optimizer as it was.
+        """
+        self.adopt_state(self.check_state(state))
+
+    def check_state(self, state: Mapping[str, Any]) -> LoadedState:
+        """Check and decode ``state`` for this rank; changes nothing. With
+        :meth:`adopt_state`, a load that several ranks decide together
+        (:func:`mlbfgs.checkpoint.load_sharded`)."""
+        return read_state(
+            state,
+            self._exchange,
+            self.params,
+            self.config.history_size,
+            xp=self._xp,
+            adopt_partition=self._default_blocks,
+            fresh_block=self._fresh_block,
+            second_moment=self.config.h0 == "rms",
+        )
+
+    def adopt_state(self, loaded: LoadedState) -> None:
+        """Make a state :meth:`check_state` returned this optimizer's own (cannot fail)."""
+        self._exchange, self._blocks, self._step = loaded.exchange, loaded.blocks, loaded.step
+
+
+def _itemsize(xp: Any, array: Array) -> int:
+    """Bytes per element of a floating-point array of any array-API library."""
+    return int(xp.finfo(array.dtype).bits) // 8

@@ -1,0 +1,137 @@
+"""Where ``mlbfgs.torch.MLBFGS`` keeps its engines' state inside ``optimizer.state``.
+
+torch's own machinery works on ``optimizer.state``, a dict from each parameter to a dict
+of its state: ``state_dict`` / ``load_state_dict`` with their hooks and their casting to
+the parameters' dtype and device, ``copy.deepcopy``, pickling, and
+``torch.distributed.checkpoint``. So each param group's engine state is laid out there:
+
+- under every parameter: its slices of the block's vectors (``averages.theta``,
+  ``averages.grad``, ``averages.snapshot_theta``, ``averages.snapshot_grad``,
+  ``momentum_buffer``), shaped like the parameter; a parameter split across blocks
+  (several ranks) has flat slices ``name@start`` instead, one per piece;
+- under the first parameter of each block: ``block.history.pairs`` (cast on load like
+  every tensor; a half-precision history is narrowed back exactly,
+  ``mlbfgs/engine/state.py``), the Gram matrices ``block.history.s_dot_y`` /
+  ``block.history.y_dot_y`` and the rows' scales ``block.history.scales`` as lists of
+  floats (they are float64 whatever the parameters' dtype, and ``load_state_dict``
+  would cast a tensor), the slot order ``block.history.order`` and the counters
+  ``block.stats.*`` (``block@start.*`` when the block starts inside that parameter);
+- under the first parameter of the group: ``group.step`` and ``group.partition`` (the
+  blocks, as lists of ``[index, start, stop]`` pieces within the group).
+
+The engines stay the source of truth: :func:`param_state` lays out their state without
+copies (tensors are views), and :func:`engine_state` turns a (loaded) layout back into
+the flat dict that :meth:`mlbfgs.MLBFGS.load_state_dict` checks and adopts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..comm import Communicator
+from ..engine import MLBFGS
+from ..engine.state import FORMAT_VERSION, VECTORS
+
+GROUP = "group."
+BLOCK = "block."
+FLOAT64 = ("history.s_dot_y", "history.y_dot_y", "history.scales")
+"""Kept as lists of floats: ``load_state_dict`` would cast a tensor to the parameters' dtype."""
+
+
+def _block_prefix(piece: Sequence[int]) -> str:
+    """Where a block's own entries sit under its first piece's parameter."""
+    return BLOCK if piece[1] == 0 else f"block@{piece[1]}."
+
+
+def param_state(engine: MLBFGS, flat: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per parameter of the group, its state, from the engine's ``flat`` state dict
+    (``engine.state_dict(copy=False)``: the tensors returned are views of the engine's)."""
+    state: list[dict[str, Any]] = [{} for _ in engine.params]
+    state[0][GROUP + "step"] = int(flat["step"])
+    state[0][GROUP + "partition"] = [[list(p) for p in layout.pieces] for layout in engine.layouts]
+    for b in engine.owned:
+        layout, prefix = engine.layouts[b], f"block{b}."
+        head, head_prefix = state[layout.pieces[0][0]], _block_prefix(layout.pieces[0])
+        for key, value in flat.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :]
+            if name in VECTORS:
+                offset = 0
+                for (i, start, stop), shape in zip(layout.pieces, layout.shapes, strict=True):
+                    part = value[offset : offset + stop - start]
+                    if (start, stop) == (0, math.prod(shape)):  # the whole parameter
+                        state[i][name] = part.view(shape)
+                    else:
+                        state[i][f"{name}@{start}"] = part
+                    offset += stop - start
+            elif name in FLOAT64:
+                head[head_prefix + name] = value.tolist()
+            else:
+                head[head_prefix + name] = value
+    return state
+
+
+def engine_state(
+    engine: MLBFGS, params: Sequence[torch.Tensor], state: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The flat state dict of ``engine`` from the per-parameter ``state`` of its group.
+
+    Raises ``KeyError`` naming what is missing; values are checked by the engine's own
+    ``load_state_dict``.
+    """
+    first = state[0]
+    if GROUP + "partition" not in first:
+        raise KeyError("group.partition (the group's first parameter has no mL-BFGS state)")
+    partition = [
+        [tuple(int(v) for v in piece) for piece in block] for block in first[GROUP + "partition"]
+    ]
+    flat: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "step": first[GROUP + "step"],
+        "history_size": engine.config.history_size,
+        "partition.pieces": [v for block in partition for piece in block for v in piece],
+        "partition.sizes": [len(block) for block in partition],
+        "param_sizes": [p.numel() for p in params],
+    }
+    for b, pieces in enumerate(partition):
+        if not all(len(piece) == 3 and 0 <= piece[0] < len(state) for piece in pieces):
+            raise KeyError(f"group.partition names parameters outside the group: {partition}")
+        head, prefix = state[pieces[0][0]], _block_prefix(pieces[0])
+        for key, value in head.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :]
+            if name in FLOAT64:
+                value = torch.as_tensor(value, dtype=torch.float64, device=params[0].device)
+            flat[f"block{b}." + name] = value
+        for name in VECTORS:
+            parts = [
+                state[i].get(name if (start, stop) == (0, params[i].numel()) else f"{name}@{start}")
+                for i, start, stop in pieces
+            ]
+            present = [part for part in parts if part is not None]
+            if len(present) == len(parts):
+                flat[f"block{b}." + name] = torch.cat([part.reshape(-1) for part in present])
+    return flat
+
+
+def gather_every_rank(
+    comm: Communicator, state: Mapping[int, Mapping[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """Every rank's ``state`` (torch's packed ``"state"``, keyed by parameter index) merged:
+    each rank holds its own blocks, so together they hold all. A collective; tensors
+    arrive on the CPU (``load_state_dict`` moves them to the parameters' device)."""
+    mine = {
+        index: {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+        for index, s in state.items()
+    }
+    merged: dict[int, dict[str, Any]] = {}
+    for theirs in comm.allgather_object(mine):
+        for index, entries in theirs.items():
+            merged.setdefault(index, {}).update(entries)
+    return dict(sorted(merged.items()))
