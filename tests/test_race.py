@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,20 @@ from mlbfgs.experiments.race.peers import FACTORIES, NEEDS, MuonWithAdamW, hidde
 from mlbfgs.experiments.race.race import median
 
 INF = math.inf
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch and one BLAS thread, as the race's runs have: two of each on two busy
+    cores made a few SOAP steps take 15 s instead of 3, a quadratic's QR 9 s instead of
+    0.1."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        yield
+    torch.set_num_threads(before)
+
 
 # --- scoring ------------------------------------------------------------------------
 
