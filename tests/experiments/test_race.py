@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,24 @@ from mlbfgs.experiments.race import (
     targets,
     total_runs,
 )
-from mlbfgs.experiments.race.peers import FACTORIES, MuonWithAdamW, hidden_matrices
+from mlbfgs.experiments.race.peers import FACTORIES, NEEDS, MuonWithAdamW, hidden_matrices
 from mlbfgs.experiments.race.race import median
 
 INF = math.inf
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch and one BLAS thread, as the race's runs have: two of each on two busy
+    cores made a few SOAP steps take 15 s instead of 3, a quadratic's QR 9 s instead of
+    0.1."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        yield
+    torch.set_num_threads(before)
+
 
 # --- scoring ------------------------------------------------------------------------
 
@@ -221,13 +235,25 @@ def test_muons_adamw_part_follows_the_schedule_at_the_authors_ratio() -> None:
 
 @pytest.mark.parametrize("label", list(PEERS))
 def test_every_optimizer_trains_the_new_workloads_without_weight_decay(label: str) -> None:
-    if PEERS[label].kind in ("soap", "scalable_shampoo"):
+    if PEERS[label].kind in NEEDS:
         pytest.importorskip("pytorch_optimizer")
     problem = WORKLOADS["mnist-mlp"].build(0, 5)
     optimizer = PEERS[label].make(problem, PEERS[label].default_lr)
     trace = train(problem, optimizer, PEERS[label].default_lr, 5, lambda t: t == 5)
     assert trace.final_loss < trace.loss[0]
     assert all(g.get("weight_decay", 0.0) == 0.0 for g in optimizer.param_groups)
+
+
+def test_shampoo_with_its_defaults_is_nesterov_sgd_before_step_1000() -> None:
+    """What the Shampoo entry's note says of pytorch_optimizer's ScalableShampoo."""
+    pytest.importorskip("pytorch_optimizer")
+    a, b = (WORKLOADS["mlp32"].build(0, 30) for _ in range(2))
+    shampoo = PEERS["Shampoo"].make(a, 0.01)
+    nesterov = torch.optim.SGD(b.params, lr=0.01, momentum=0.9, nesterov=True)
+    train(a, shampoo, 0.01, 30, lambda t: False)
+    train(b, nesterov, 0.01, 30, lambda t: False)
+    for p, q in zip(a.params, b.params, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_an_mlbfgs_variant_is_one_entry() -> None:

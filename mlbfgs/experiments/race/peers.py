@@ -97,12 +97,17 @@ FACTORIES: dict[str, Callable[[Problem, float, dict[str, Any]], Any]] = {
     "nadam": _torch(torch.optim.NAdam),
     "soap": _pytorch_optimizer("SOAP"),
     "scalable_shampoo": _pytorch_optimizer("ScalableShampoo"),
+    "shampoo": _pytorch_optimizer("Shampoo"),
     "muon": lambda problem, lr, options: MuonWithAdamW(problem, lr),
     "mlbfgs": _mlbfgs,
 }
 """kind -> ``make(problem, lr, options)``."""
 
-NEEDS: dict[str, str] = {"soap": "pytorch_optimizer", "scalable_shampoo": "pytorch_optimizer"}
+NEEDS: dict[str, str] = {
+    "soap": "pytorch_optimizer",
+    "scalable_shampoo": "pytorch_optimizer",
+    "shampoo": "pytorch_optimizer",
+}
 """kind -> the optional module it needs (checked before the race starts)."""
 
 
@@ -145,7 +150,14 @@ PEERS: dict[str, Peer] = {
             "AlgoPerf's own NAdamW class does not have, so the two differ",
         ),
         Peer("SOAP", "soap", 3e-3, {}, "pytorch_optimizer 4.1.0 defaults"),
-        Peer("Shampoo", "scalable_shampoo", 1e-3, {}, "pytorch_optimizer 4.1.0 defaults"),
+        Peer(
+            "Shampoo",
+            "scalable_shampoo",
+            1e-3,
+            {},
+            "pytorch_optimizer 4.1.0 defaults: inverse roots every 1000 steps, identity "
+            "before, so its first 1000 steps are Nesterov SGD (momentum 0.9)",
+        ),
         Peer(
             "Muon",
             "muon",

@@ -44,12 +44,21 @@ class RaceResult(LossCurve):
 
 
 def run(key: RaceKey) -> RaceResult:
-    """Train ``key.optimizer`` on ``key.workload`` from the seed's initial point.
+    """Train ``key.optimizer`` on ``key.workload`` from the seed's initial point, on one
+    torch thread and one BLAS thread (NumPy builds some problems: the quadratics' QR took
+    9 s instead of 0.1 s with two BLAS threads per process on two busy cores).
 
     An exception from the optimizer (a failed eigendecomposition, say) ends the run as
     diverged, with its message kept, rather than ending the race.
     """
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run(key)
+
+
+def _run(key: RaceKey) -> RaceResult:
     problem = WORKLOADS[key.workload].build(key.seed, key.iterations)
     evaluated = set(key.evaluated())
     trace = Trace()
