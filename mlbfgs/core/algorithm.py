@@ -134,7 +134,7 @@ def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Ker
 
     With ``pair_timing="before_step"`` a boundary forms its pair first, so that the pair
     preconditions the step it is formed in. With ``h0="rms"`` H acts in the coordinates
-    where ``H_0 = gamma I`` (``core/initial_matrix.py``): ``H g = D^{1/2} H~ (D^{1/2} g)``.
+    where ``H_0`` is the identity (``core/initial_matrix.py``): ``H g = D^{1/2} H~ D^{1/2} g``.
     """
     block, g = item.block, item.g
     if block.averages is None:  # line 1: the averages start at theta_1 and g_1
@@ -147,7 +147,7 @@ def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Ker
             block.second_moment, g, config.rms_decay, kernels
         )
         root = root_of_delta(kernels.xp, block.second_moment, config.rms_eps)
-        g = root * g  # D^{1/2} g: the gradient where H_0 = gamma I
+        g = root * g  # D^{1/2} g: the gradient where H_0 is the identity
     projection = item.projection
     if config.pair_timing == "before_step" and is_boundary(t, config):
         update_curvature(block, item.g, config, kernels)
@@ -208,7 +208,7 @@ def update_curvature(block: BlockState, g: Array, config: MLBFGSConfig, kernels:
     assert averages is not None
     if averages.snapshot_theta is not None:
         s, y = curvature_pair(averages)  # Eq (6)
-        if config.h0 == "rms":  # the pair where H_0 = gamma I: (D^{-1/2} s, D^{1/2} y)
+        if config.h0 == "rms":  # the pair where H_0 is the identity: (D^{-1/2} s, D^{1/2} y)
             assert block.second_moment is not None
             root = root_of_delta(kernels.xp, block.second_moment, config.rms_eps)
             s /= root

@@ -15,8 +15,9 @@ scaling): there the gradient is ``D^{1/2} g`` and a pair is ``(D^{-1/2} s, D^{1/
 .. math::
     H g = D^{1/2} \\tilde H D^{1/2} g
 
-with ``H~`` the L-BFGS matrix of the scaled pairs and ``H~_0 = gamma I``; for a fixed D this is
-exactly L-BFGS with ``H_0 = gamma D``. Damping (Eq (7)) then measures curvature in the scaled
+with ``H~`` the L-BFGS matrix of the scaled pairs and ``H~_0 = I`` (not the newest pair's
+gamma: D already sets every coordinate's scale); for a fixed D this is exactly L-BFGS with
+``H_0 = D``. Damping (Eq (7)) then measures curvature in the scaled
 metric (``s^T y`` is unchanged, ``s^T s`` becomes ``s^T D^{-1} s``). v moves slowly
 (beta_2 = 0.999), and each pair keeps the scaling of the boundary that formed it. Like
 Eq (5)'s averages, v starts at ``g_1 * g_1``, with no zero-start bias to correct. Memory: one
