@@ -17,10 +17,10 @@ import numpy as np
 
 from ..convergence.suite import choose_lr
 from ..parallel import execute
-from . import scoring
 from .peers import BASELINES
 from .protocol import RaceKey, RaceProtocol
 from .runs import RaceResult, run
+from .scoring import profile, ratios, score, taus
 
 
 def median(values: Iterable[float]) -> float:
@@ -189,11 +189,11 @@ def standings(
             target = found[workload].value
             if math.isfinite(target):
                 steps[i, j], seconds[i, j] = by_pair[workload, name].to_target(target)
-    tau = scoring.taus(protocol.max_tau, protocol.tau_points)
-    step_ratios = scoring.ratios(steps, protocol.max_tau)
-    second_ratios = scoring.ratios(seconds, protocol.max_tau)
-    rho_steps = scoring.profile(step_ratios, tau)
-    rho_seconds = scoring.profile(second_ratios, tau)
+    tau = taus(protocol.max_tau, protocol.tau_points)
+    step_ratios = ratios(steps, protocol.max_tau)
+    second_ratios = ratios(seconds, protocol.max_tau)
+    rho_steps = profile(step_ratios, tau)
+    rho_seconds = profile(second_ratios, tau)
     return Standings(
         workloads,
         optimizers,
@@ -204,6 +204,6 @@ def standings(
         tau,
         rho_steps,
         rho_seconds,
-        scoring.score(rho_steps, tau),
-        scoring.score(rho_seconds, tau),
+        score(rho_steps, tau),
+        score(rho_seconds, tau),
     )
