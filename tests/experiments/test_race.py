@@ -15,6 +15,7 @@ import torch
 
 from mlbfgs.cli import main
 from mlbfgs.experiments.convergence.runs import train
+from mlbfgs.experiments.convergence.suite import median
 from mlbfgs.experiments.race import (
     PEERS,
     WORKLOADS,
@@ -32,7 +33,6 @@ from mlbfgs.experiments.race import (
     total_runs,
 )
 from mlbfgs.experiments.race.peers import FACTORIES, NEEDS, MuonWithAdamW, hidden_matrices
-from mlbfgs.experiments.race.race import median
 
 INF = math.inf
 

@@ -80,14 +80,15 @@ class Outcome:
     @property
     def final_loss(self) -> float:
         """Median over the evaluation seeds (a diverged run counts as infinite)."""
-        return _median(math.inf if r.diverged else r.final_loss for r in self.runs)
+        return median(math.inf if r.diverged else r.final_loss for r in self.runs)
 
     @property
     def test_accuracy(self) -> float:
-        return _median(r.test_accuracy for r in self.runs)
+        return median(r.test_accuracy for r in self.runs)
 
 
-def _median(values: Iterable[float]) -> float:
+def median(values: Iterable[float]) -> float:
+    """The median (NaN for no values); an inf among them counts as a large value."""
     values = list(values)
     return statistics.median(values) if values else math.nan
 
@@ -133,7 +134,7 @@ def iterations_ratio(outcome: Outcome, sgd: Outcome) -> float:
             continue
         reached = mine.first_below(target)
         ratios.append(math.inf if reached is None else reached / theirs)
-    return _median(r for r in ratios if not math.isnan(r))
+    return median(r for r in ratios if not math.isnan(r))
 
 
 def execute(keys: Sequence[RunKey], jobs: int, progress: Callable[[int], None]) -> list[RunResult]:

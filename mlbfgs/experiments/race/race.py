@@ -9,24 +9,17 @@ plain arithmetic on their curves, in this module and ``scoring.py``.
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..convergence.suite import choose_lr
+from ..convergence.suite import choose_lr, median
 from ..parallel import execute
 from .peers import BASELINES
 from .protocol import RaceKey, RaceProtocol
 from .runs import RaceResult, run
 from .scoring import profile, ratios, score, taus
-
-
-def median(values: Iterable[float]) -> float:
-    """The median (NaN for no values); an inf among them counts as a large value."""
-    values = list(values)
-    return statistics.median(values) if values else math.nan
 
 
 @dataclass
