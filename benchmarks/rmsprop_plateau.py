@@ -25,8 +25,11 @@ RUNS: dict[str, tuple[float, Callable[[list[torch.Tensor], float], Any]]] = {
         9e-4,
         lambda p, lr: torch.optim.RMSprop(p, lr=lr, alpha=0.999, momentum=0.9),
     ),
-    "mL-BFGS rms, no pairs": (1e-3, lambda p, lr: MLBFGS(p, lr=lr, h0="rms", warmup=10**9)),
-    "mL-BFGS rms": (1e-3, lambda p, lr: MLBFGS(p, lr=lr, h0="rms")),
+    "mL-BFGS adam, no pairs": (
+        0.009,
+        lambda p, lr: MLBFGS(p, lr=lr, h0="adam", warmup=10**9),
+    ),
+    "mL-BFGS adam": (0.009, lambda p, lr: MLBFGS(p, lr=lr, h0="adam")),
 }
 
 

@@ -16,11 +16,11 @@ from .config import MLBFGSConfig
 from .curvature import curvature_pair, mix_with_newest, prepare_pair
 from .first_order import heavy_ball, in_warmup
 from .history import CurvatureHistory
-from .initial_matrix import root_of_delta, update_second_moment
+from .initial_matrix import bias_correction, root_of_delta, update_moment
 from .kernels import Kernels
 from .preconditioner import CompactForm, compact_form, precondition
 from .step_norm import BlockSum, direction_scales
-from .types import Array
+from .types import Array, Namespace
 
 
 @dataclass
@@ -46,8 +46,9 @@ class BlockState:
     history: CurvatureHistory
     averages: MomentumAverages | None = None
     momentum_buffer: Array | None = None
+    """The heavy-ball buffer, or Adam's first moment m with ``h0="adam"``."""
     second_moment: Array | None = None
-    """v of ``h0="rms"`` (``core/initial_matrix.py``); ``None`` otherwise."""
+    """v of ``h0="adam"`` (``core/initial_matrix.py``); ``None`` otherwise."""
     form: CompactForm | None = None
     stats: BlockStats = field(default_factory=BlockStats)
 
@@ -67,7 +68,7 @@ class BlockInput:
     """The gradient, weight decay included."""
     projection: Array | None
     """``history.pairs @ g`` if already computed for this step's history, else ``None``
-    (always with ``h0="rms"``, whose product is with the scaled gradient)."""
+    (always with ``h0="adam"``, whose product is with the scaled first moment)."""
     grad_sq: Array | None = None
     """``g^T g``; needed with ``step_norm="gradient"`` (the orchestrator computes it with
     the step's finiteness probe)."""
@@ -78,7 +79,7 @@ class Direction:
     """One block's direction at step t, before step control and heavy ball."""
 
     first_order: Array
-    """``H_0 g`` without the pairs' correction: g, or ``D g`` with ``h0="rms"``. The step
+    """``H_0 g`` without the pairs' correction: g, or Adam's ``D m^`` with ``h0="adam"``. The step
     in warm-up, and the length ``step_norm="gradient"`` gives the preconditioned one."""
     first_order_sq: Array | None
     """Its squared norm, where ``step_norm="gradient"`` needs it."""
@@ -87,9 +88,18 @@ class Direction:
 
 
 def scaled_gamma(config: MLBFGSConfig) -> float | None:
-    """``H~_0``'s gamma: fixed at 1 over the diagonal ``H_0`` of ``h0="rms"``, which already
+    """``H~_0``'s gamma: fixed at 1 over the diagonal ``H_0`` of ``h0="adam"``, which already
     sets every coordinate's scale (``core/initial_matrix.py``); else the newest pair's."""
-    return 1.0 if config.h0 == "rms" else None
+    return 1.0 if config.h0 == "adam" else None
+
+
+def delta_root(block: BlockState, t: int, config: MLBFGSConfig, xp: Namespace) -> Array:
+    """``h0="adam"``'s ``D^{1/2}`` at step t; the block's moments have taken every step
+    but its skipped ones."""
+    assert block.second_moment is not None
+    steps = t - block.stats.skipped_steps
+    correction = bias_correction(config.adam_beta2, steps)
+    return root_of_delta(xp, block.second_moment, correction, config.adam_eps)
 
 
 def is_boundary(t: int, config: MLBFGSConfig) -> bool:
@@ -133,8 +143,9 @@ def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Ker
     """Lines 5-10: update the averages (Eq (5)) and return ``H g`` (none in warm-up).
 
     With ``pair_timing="before_step"`` a boundary forms its pair first, so that the pair
-    preconditions the step it is formed in. With ``h0="rms"`` H acts in the coordinates
-    where ``H_0`` is the identity (``core/initial_matrix.py``): ``H g = D^{1/2} H~ D^{1/2} g``.
+    preconditions the step it is formed in. With ``h0="adam"`` H acts on Adam's first
+    moment, in the coordinates where ``H_0`` is the identity (``core/initial_matrix.py``):
+    ``H m^ = D^{1/2} H~ D^{1/2} m^``.
     """
     block, g = item.block, item.g
     if block.averages is None:  # line 1: the averages start at theta_1 and g_1
@@ -142,19 +153,21 @@ def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Ker
     else:  # line 6, Eq (5)
         block.averages.update(item.theta, g, config.hessian_momentum, kernels, config.averaging)
     root = None
-    if config.h0 == "rms":
-        block.second_moment = update_second_moment(
-            block.second_moment, g, config.rms_decay, kernels
+    if config.h0 == "adam":
+        block.second_moment = update_moment(block.second_moment, g * g, config.adam_beta2, kernels)
+        block.momentum_buffer = update_moment(block.momentum_buffer, g, config.momentum, kernels)
+        root = delta_root(block, t, config, kernels.xp)
+        first_moment = block.momentum_buffer / bias_correction(
+            config.momentum, t - block.stats.skipped_steps
         )
-        root = root_of_delta(kernels.xp, block.second_moment, config.rms_eps)
-        g = root * g  # D^{1/2} g: the gradient where H_0 is the identity
+        g = root * first_moment  # D^{1/2} m^: the input where H_0 is the identity
     projection = item.projection
     if config.pair_timing == "before_step" and is_boundary(t, config):
-        update_curvature(block, item.g, config, kernels)
+        update_curvature(block, item.g, t, config, kernels)
         projection = None  # the history may have changed
     first_order, first_order_sq = item.g, item.grad_sq
     if root is not None:
-        first_order = root * g  # D g
+        first_order = root * g  # D m^, Adam's step
         if config.step_norm == "gradient":
             first_order_sq = kernels.dot(first_order, first_order)
     if not block.preconditions(t, config):  # line 8: first-order warm-up
@@ -181,12 +194,13 @@ def block_update(
     block = item.block
     if scale is not None:  # ``direction`` is H g, a fresh array: rescale it in place
         direction *= scale
-    direction = heavy_ball(block.momentum_buffer, direction, config.momentum, kernels)
-    if config.momentum != 0.0:
-        block.momentum_buffer = direction
+    if config.h0 != "adam":  # Adam's first moment already carries the momentum
+        direction = heavy_ball(block.momentum_buffer, direction, config.momentum, kernels)
+        if config.momentum != 0.0:
+            block.momentum_buffer = direction
     theta_next = kernels.descend(item.theta, direction, lr)  # line 11, Eq (2)
     if config.pair_timing == "after_step" and is_boundary(t, config):  # line 13
-        update_curvature(block, item.g, config, kernels)
+        update_curvature(block, item.g, t, config, kernels)
     return theta_next
 
 
@@ -202,15 +216,16 @@ def skip_step(block: BlockState, t: int, config: MLBFGSConfig) -> None:
         block.averages.snapshot_theta = block.averages.snapshot_grad = None
 
 
-def update_curvature(block: BlockState, g: Array, config: MLBFGSConfig, kernels: Kernels) -> None:
+def update_curvature(
+    block: BlockState, g: Array, t: int, config: MLBFGSConfig, kernels: Kernels
+) -> None:
     """Lines 14-17: form the pair of Eq (6), damp it by Eq (7), push it; then snapshot."""
     averages = block.averages
     assert averages is not None
     if averages.snapshot_theta is not None:
         s, y = curvature_pair(averages)  # Eq (6)
-        if config.h0 == "rms":  # the pair where H_0 is the identity: (D^{-1/2} s, D^{1/2} y)
-            assert block.second_moment is not None
-            root = root_of_delta(kernels.xp, block.second_moment, config.rms_eps)
+        if config.h0 == "adam":  # the pair where H_0 is the identity: (D^{-1/2} s, D^{1/2} y)
+            root = delta_root(block, t, config, kernels.xp)
             s /= root
             y *= root
         newest = block.history.newest(s.dtype)

@@ -18,9 +18,9 @@ the direction, so that it is used in the step it is formed in (the released code
 Preset = Literal["paper", "released"]
 HistoryDtype = Literal["float32", "float16", "bfloat16"]
 """Storage of the curvature pairs when it should differ from the parameters' dtype."""
-InitialMatrix = Literal["gamma", "rms"]
-"""``H_0`` of Algorithm 2: ``gamma I`` (the paper) or ``diag(1 / (sqrt(v) + eps))`` from
-the gradient's RMS (``core/initial_matrix.py``)."""
+InitialMatrix = Literal["gamma", "adam"]
+"""``H_0`` of Algorithm 2: ``gamma I`` (the paper) or Adam's ``diag(1 / (sqrt(v^) + eps))``,
+applied to Adam's first moment (``core/initial_matrix.py``)."""
 
 
 class Hyperparameters(TypedDict, total=False):
@@ -48,8 +48,8 @@ class Hyperparameters(TypedDict, total=False):
     restart_grad_average: bool | None
     pair_timing: PairTiming | None
     h0: InitialMatrix | None
-    rms_decay: float | None
-    rms_eps: float | None
+    adam_beta2: float | None
+    adam_eps: float | None
     history_dtype: HistoryDtype | None
 
 
@@ -87,7 +87,8 @@ class MLBFGSConfig:
     damping: bool = True
     """Eq (7); switch off only for ablations."""
     momentum: float = 0.9
-    """Heavy-ball momentum on the (rescaled) preconditioned direction."""
+    """Heavy-ball momentum on the (rescaled) preconditioned direction; with ``h0="adam"``,
+    beta_1 of Adam's first moment, which the direction preconditions instead of g."""
     weight_decay: float = 0.0
     """L2 coefficient folded into the gradient before anything else."""
     warmup: int | None = None
@@ -109,14 +110,14 @@ class MLBFGSConfig:
     pair_timing: PairTiming = "after_step"
     """See :data:`PairTiming`."""
     h0: InitialMatrix = "gamma"
-    """``"gamma"``: ``H_0 = gamma I`` (Algorithm 2). ``"rms"``: ``H_0 = diag(delta)`` with
-    ``delta = 1 / (sqrt(v) + rms_eps)`` and v the moving average of ``g * g`` (Adam's second
-    moment), so H refines Adam's per-coordinate step with the curvature pairs; it costs one
-    more n-vector per block (``core/initial_matrix.py``)."""
-    rms_decay: float = 0.999
-    """beta_2 of ``v <- beta_2 v + (1 - beta_2) g * g`` (``h0="rms"``)."""
-    rms_eps: float = 1e-8
-    """eps of ``delta = 1 / (sqrt(v) + eps)`` (``h0="rms"``)."""
+    """``"gamma"``: ``H_0 = gamma I`` (Algorithm 2). ``"adam"``: H preconditions Adam's first
+    moment m^ from ``H_0 = diag(1 / (sqrt(v^) + adam_eps))``, Adam's second moment, so that
+    without pairs the step is Adam's and the pairs refine it; one more n-vector per block
+    (``core/initial_matrix.py``)."""
+    adam_beta2: float = 0.999
+    """beta_2 of ``v <- beta_2 v + (1 - beta_2) g * g`` (``h0="adam"``)."""
+    adam_eps: float = 1e-8
+    """eps of ``D = diag(1 / (sqrt(v^) + eps))`` (``h0="adam"``)."""
     history_dtype: HistoryDtype | None = None
     """Storage of the ``(2M, n)`` pairs; ``None``: the parameters' dtype. In half precision
     (``"float16"``, ``"bfloat16"``) each stored row is scaled by a power of two and every
@@ -141,8 +142,8 @@ class MLBFGSConfig:
         self._flag("restart_grad_average")
         self._choice("pair_timing", PairTiming)
         self._choice("h0", InitialMatrix)
-        self._real("rms_decay", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-        self._real("rms_eps", lambda v: v > 0.0, "> 0")
+        self._real("adam_beta2", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        self._real("adam_eps", lambda v: v > 0.0, "> 0")
         if self.history_dtype is not None:
             self._choice("history_dtype", HistoryDtype)
 

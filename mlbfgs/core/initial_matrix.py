@@ -1,27 +1,35 @@
-"""A diagonal initial matrix ``H_0`` from the gradient's RMS (``h0="rms"``).
+"""Adam's step as L-BFGS's initial matrix (``h0="adam"``).
 
 Algorithm 2 starts from ``H_0 = gamma I``: with M pairs in a space of n >> M dimensions, H g
-is mostly ``gamma g``, one step length for every coordinate. Adam's second moment gives
-each coordinate its own:
+is mostly ``gamma g``, one step length for every coordinate, and grafting to ``|g|`` then
+leaves SGD's step. ``h0="adam"`` starts from Adam's step instead. With k the block's steps
+so far and ``beta_1 = momentum``, Adam's moments (Kingma & Ba 2015, Algorithm 1) are
 
 .. math::
-    v_t = \\beta_2 v_{t-1} + (1 - \\beta_2)\\, g_t \\odot g_t, \\qquad
-    H_0 = D = \\operatorname{diag}(\\delta), \\quad \\delta = 1 / (\\sqrt{v_t} + \\epsilon)
+    m_k = \\beta_1 m_{k-1} + (1 - \\beta_1)\\, g_k, \\qquad
+    v_k = \\beta_2 v_{k-1} + (1 - \\beta_2)\\, g_k \\odot g_k, \\qquad m_0 = v_0 = 0,
 
-and L-BFGS refines D with the curvature pairs. It runs as the unchanged compact form in the
-coordinates ``x = D^{-1/2} theta`` (Nocedal & Wright, *Numerical Optimization*, §6.1,
-scaling): there the gradient is ``D^{1/2} g`` and a pair is ``(D^{-1/2} s, D^{1/2} y)``, so
+    \\hat m = m_k / (1 - \\beta_1^k), \\quad \\hat v = v_k / (1 - \\beta_2^k), \\quad
+    H_0 = D = \\operatorname{diag}(1 / (\\sqrt{\\hat v} + \\epsilon)),
+
+and the direction is ``H m^`` (the first moment replaces g, and heavy ball is not applied
+after it). L-BFGS refines D with the curvature pairs. It runs as the unchanged compact form
+in the coordinates ``x = D^{-1/2} theta`` (Nocedal & Wright, *Numerical Optimization*,
+§6.1, scaling): there the direction's input is ``D^{1/2} m^`` and a pair is
+``(D^{-1/2} s, D^{1/2} y)``, so
 
 .. math::
-    H g = D^{1/2} \\tilde H D^{1/2} g
+    H \\hat m = D^{1/2} \\tilde H D^{1/2} \\hat m
 
-with ``H~`` the L-BFGS matrix of the scaled pairs and ``H~_0 = I`` (not the newest pair's
-gamma: D already sets every coordinate's scale); for a fixed D this is exactly L-BFGS with
-``H_0 = D``. Damping (Eq (7)) then measures curvature in the scaled
-metric (``s^T y`` is unchanged, ``s^T s`` becomes ``s^T D^{-1} s``). v moves slowly
-(beta_2 = 0.999), and each pair keeps the scaling of the boundary that formed it. Like
-Eq (5)'s averages, v starts at ``g_1 * g_1``, with no zero-start bias to correct. Memory: one
-n-vector per block; work: O(n) per step.
+with ``H~`` the L-BFGS matrix of the scaled pairs and ``H~_0 = I`` (D already sets every
+coordinate's scale). Without pairs (warm-up) the step is ``D m^``, Adam's, and
+``step_norm="gradient"`` grafts ``H m^`` to that length per block. Damping (Eq (7))
+measures curvature in the scaled metric (``s^T y`` is unchanged, ``s^T s`` becomes
+``s^T D^{-1} s``). Both moments start at zero with Adam's bias correction: started at
+``g_1 * g_1`` instead (as Eq (5)'s averages start), v stays dominated by the first,
+largest gradients for about ``1 / (1 - beta_2)`` steps, and the steps are then too short
+(``benchmarks/rmsprop_plateau.py``). Memory: two n-vectors per block (m takes the
+heavy-ball buffer's place, so one more than the default); work: O(n) per step.
 """
 
 from __future__ import annotations
@@ -30,17 +38,20 @@ from .kernels import Kernels
 from .types import Array, Namespace
 
 
-def update_second_moment(
-    second_moment: Array | None, g: Array, decay: float, kernels: Kernels
-) -> Array:
-    """``v <- decay * v + (1 - decay) * g * g`` in place, or ``g * g`` at the first step."""
-    square = g * g
-    if second_moment is None:
-        return square
-    kernels.lerp_(second_moment, square, 1.0 - decay)
-    return second_moment
+def update_moment(moment: Array | None, value: Array, decay: float, kernels: Kernels) -> Array:
+    """``moment <- decay * moment + (1 - decay) * value`` in place; from zero at the first
+    step (a new array)."""
+    if moment is None:
+        return (1.0 - decay) * value
+    kernels.lerp_(moment, value, 1.0 - decay)
+    return moment
 
 
-def root_of_delta(xp: Namespace, second_moment: Array, eps: float) -> Array:
-    """``D^{1/2} = 1 / sqrt(sqrt(v) + eps)``: the scaling of the gradient and of y."""
-    return 1.0 / xp.sqrt(xp.sqrt(second_moment) + eps)
+def bias_correction(decay: float, steps: int) -> float:
+    """``1 - decay^k``: the weight a zero-started moving average has gathered after k steps."""
+    return 1.0 - decay**steps
+
+
+def root_of_delta(xp: Namespace, second_moment: Array, correction: float, eps: float) -> Array:
+    """``D^{1/2} = 1 / sqrt(sqrt(v / correction) + eps)``: the scaling of m^ and of y."""
+    return 1.0 / xp.sqrt(xp.sqrt(second_moment / correction) + eps)

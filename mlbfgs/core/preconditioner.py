@@ -33,7 +33,7 @@ class CompactForm:
     middle: Array
     """``(2M, 2M)`` float64, rows and columns by slot (zero for empty slots)."""
     gamma: float
-    """``H_0 = gamma I``: the newest pair's, or fixed (1 with ``h0="rms"``)."""
+    """``H_0 = gamma I``: the newest pair's, or fixed (1 with ``h0="adam"``)."""
 
 
 def compact_form(

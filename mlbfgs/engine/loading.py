@@ -56,7 +56,7 @@ def read_state(
     and decode the blocks this rank owns into ``fresh_block`` states. With
     ``adopt_partition`` (an optimizer built with ``blocks=None``) a different saved
     partition is taken over and its blocks assigned to this world's ranks; otherwise it
-    must match. ``second_moment``: whether the optimizer keeps ``h0="rms"``'s v."""
+    must match. ``second_moment``: whether the optimizer keeps ``h0="adam"``'s v."""
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping from a state_dict, got {type(state)}")
     layouts = exchange.layouts

@@ -238,10 +238,10 @@ class MLBFGS:
         t = self._step + 1
         lr = lr_at(self.lr, t)
         exchange = self._exchange
-        # A pair formed before this step's direction changes the history, and h0="rms"
-        # multiplies it with the scaled gradient: the product with the history waits until
-        # then, and g^T g certifies the gradient instead.
-        history_changes = config.h0 == "rms" or (
+        # A pair formed before this step's direction changes the history, and h0="adam"
+        # multiplies it with the scaled first moment: the product with the history waits
+        # until then, and g^T g certifies the gradient instead.
+        history_changes = config.h0 == "adam" or (
             config.pair_timing == "before_step" and is_boundary(t, config)
         )
         blocks, probes = [], []
@@ -381,7 +381,7 @@ class MLBFGS:
             xp=self._xp,
             adopt_partition=self._default_blocks,
             fresh_block=self._fresh_block,
-            second_moment=self.config.h0 == "rms",
+            second_moment=self.config.h0 == "adam",
         )
 
     def adopt_state(self, loaded: LoadedState) -> None:

@@ -90,7 +90,7 @@ def decode_block(
 ) -> BlockState:
     """Rebuild a block from ``state``, checking every value against ``template``.
 
-    ``second_moment``: whether the optimizer keeps ``h0="rms"``'s v, which every block
+    ``second_moment``: whether the optimizer keeps ``h0="adam"``'s v, which every block
     that took a step then has (and no other block may: its pairs are scaled by v).
 
     ``template`` is a fresh block of the same layout and ``vector_dtype`` its parameters'
@@ -135,7 +135,7 @@ def decode_block(
         raise ValueError(
             f"state for {prefix!r} {'has' if present['second_moment'] else 'lacks'} "
             f"second_moment: it was saved with another h0 than this optimizer's "
-            f"({'rms' if second_moment else 'gamma'})"
+            f"({'adam' if second_moment else 'gamma'})"
         )
     vectors = {key: array(key, (n,), vector_dtype) if present[key] else None for key in VECTORS}
     if vectors["second_moment"] is not None and bool(xp.any(vectors["second_moment"] < 0)):

@@ -71,8 +71,8 @@ RULES = {
     "sigma_high": ("> 1", 1.0 + 1e-9, 1.0),
     "momentum": ("in [0, 1)", 0.0, 1.0),
     "weight_decay": ("a finite number >= 0", 0.0, -1e-12),
-    "rms_decay": ("in [0, 1)", 0.0, 1.0),
-    "rms_eps": ("> 0", 1e-30, 0.0),
+    "adam_beta2": ("in [0, 1)", 0.0, 1.0),
+    "adam_eps": ("> 0", 1e-30, 0.0),
 }
 
 

@@ -93,7 +93,7 @@ def test_trajectory_matches_reference(seed, blocks, **config) -> None:
     restart_grad_average=st.booleans(),
     pair_timing=st.sampled_from(["after_step", "before_step"]),
     blocks=st.sampled_from([None, 2, [[3, 0], [2, 1]]]),
-    h0=st.sampled_from(["gamma", "rms"]),
+    h0=st.sampled_from(["gamma", "adam"]),
 )
 def test_step_control_matches_reference(seed, blocks, **config) -> None:
     """Every step-control option, every released-code behaviour and both initial matrices,
@@ -124,8 +124,8 @@ def test_step_control_matches_reference(seed, blocks, **config) -> None:
         return reference_run(problem.initial(), gradient, steps, partition, cfg, diagnostics)[0]
 
     want = conditioning.path_of(run_reference, problem.gradient)
-    # h0="rms" keeps one more average, v (rms_decay 0.999), rounded in place like Eq (5)'s.
-    decay = max(config["hessian_momentum"], 0.999 if config["h0"] == "rms" else 0.0)
+    # h0="adam" keeps one more average, v (adam_beta2 0.999), rounded in place like Eq (5)'s.
+    decay = max(config["hessian_momentum"], 0.999 if config["h0"] == "adam" else 0.0)
     eps = conditioning.trajectory_eps(conditioning.EPS, decay)
     deviation = conditioning.joint_spread(
         problem.gradient, eps, (run_reference, want), (run_mlbfgs, got)

@@ -17,9 +17,9 @@ def fresh(problem: NoisyQuadratic, dtype=np.float64, **options):
     return params, mlbfgs.MLBFGS(params, **CONFIG, **options)
 
 
-@pytest.mark.parametrize(("saved", "loading"), [("rms", "gamma"), ("gamma", "rms")])
+@pytest.mark.parametrize(("saved", "loading"), [("adam", "gamma"), ("gamma", "adam")])
 def test_a_state_of_the_other_initial_matrix_is_refused_unchanged(saved, loading) -> None:
-    """Pairs stored with h0="rms" live in scaled coordinates: read with H_0 = gamma I they
+    """Pairs stored with h0="adam" live in scaled coordinates: read with H_0 = gamma I they
     would be another matrix, so the state names the mismatch and nothing changes."""
     problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
     params, opt = fresh(problem, h0=saved)
@@ -36,15 +36,15 @@ def test_a_state_of_the_other_initial_matrix_is_refused_unchanged(saved, loading
 
 def test_a_negative_second_moment_is_refused() -> None:
     problem = NoisyQuadratic([(3, 2), (5,), (4,)], seed=5, noise=0.2)
-    params, opt = fresh(problem, h0="rms")
+    params, opt = fresh(problem, h0="adam")
     opt.step(problem.gradient(1, params))
     state = opt.state_dict()
     state["block0.second_moment"] = -state["block0.second_moment"] - 1.0
     with pytest.raises(ValueError, match="'block0.second_moment'.*negative"):
-        fresh(problem, h0="rms")[1].load_state_dict(state)
+        fresh(problem, h0="adam")[1].load_state_dict(state)
 
 
-@pytest.mark.parametrize("h0", ["gamma", "rms"])
+@pytest.mark.parametrize("h0", ["gamma", "adam"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stop", [0, 2, 7, 13])
 def test_resume_through_savez_is_bitwise(tmp_path, dtype, stop, h0) -> None:

@@ -202,6 +202,6 @@ def trajectory_eps(eps: float, hessian_momentum: float) -> float:
     the averages' own rounding (the same 1 / (1 - beta) amplification docs/backends.md
     measures); it overstates the rounding of everything else, which only widens the
     tolerance. The same holds for any average the step keeps in place (the RMS of
-    ``h0="rms"``): pass the largest decay.
+    ``h0="adam"``): pass the largest decay.
     """
     return eps / (1.0 - hessian_momentum)

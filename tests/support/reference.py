@@ -63,8 +63,8 @@ class ReferenceConfig:
     restart_grad_average: bool = False
     pair_timing: str = "after_step"
     h0: str = "gamma"
-    rms_decay: float = 0.999
-    rms_eps: float = 1e-8
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
 
 
 @dataclass
@@ -74,8 +74,12 @@ class _Block:
     avg_grad: np.ndarray | None = None
     prev: tuple[np.ndarray, np.ndarray] | None = None
     buffer: np.ndarray | None = None
+    m: np.ndarray | None = None
+    """h0="adam": the moving average of g, from zero."""
     v: np.ndarray | None = None
-    """h0="rms": the moving average of g * g."""
+    """h0="adam": the moving average of g * g, from zero."""
+    m_hat: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    v_hat: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pairs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
@@ -115,15 +119,19 @@ def reference_run(
             else:
                 block.avg_theta = beta * block.avg_theta + theta
                 block.avg_grad = beta * block.avg_grad + g
-            if cfg.h0 == "rms":
-                decay = cfg.rms_decay
-                block.v = g * g if block.v is None else decay * block.v + (1 - decay) * g * g
+            if cfg.h0 == "adam":
+                beta1, beta2 = cfg.momentum, cfg.adam_beta2
+                m, v = (0 * g, 0 * g) if block.m is None else (block.m, block.v)
+                block.m, block.v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+                block.m_hat = block.m / (1 - beta1**t)
+                block.v_hat = block.v / (1 - beta2**t)
             if before and t % cfg.update_every == 0:
                 _form_pair(block, g, cfg)
             preconditioned = t > warmup and bool(block.pairs)
             thetas.append(theta)
             gs.append(g)
-            d = _h_times(block, g, cfg) if preconditioned else None
+            source = g if cfg.h0 == "gamma" else block.m_hat
+            d = _h_times(block, source, cfg) if preconditioned else None
             if d is not None and diagnostics is not None:
                 h = np.stack([_h_times(block, e, cfg) for e in np.eye(len(g))])
                 condition = float(np.linalg.cond(0.5 * (h + h.T)))
@@ -131,14 +139,14 @@ def reference_run(
             directions.append(d)
         total = sum(float(d @ d) for d in directions if d is not None)
         for block, theta, g, d in zip(state, thetas, gs, directions, strict=True):
-            first_order = g if cfg.h0 == "gamma" else _delta(block, cfg) * g
+            first_order = g if cfg.h0 == "gamma" else _delta(block, cfg) * block.m_hat
             if d is None:
                 d = first_order
             elif cfg.step_norm == "gradient":
                 d = d * (np.sqrt(first_order @ first_order) / np.sqrt(d @ d))
             elif cfg.step_norm == "unit":
                 d = d / np.sqrt(total)
-            if cfg.momentum:
+            if cfg.momentum and cfg.h0 == "gamma":  # Adam's m is the momentum of "adam"
                 block.buffer = d.copy() if block.buffer is None else cfg.momentum * block.buffer + d
                 d = block.buffer
             theta_next = theta - cfg.lr * d
@@ -153,13 +161,12 @@ def reference_run(
 
 
 def _delta(block: _Block, cfg: ReferenceConfig) -> np.ndarray:
-    """h0="rms": the diagonal of H_0, 1 / (sqrt(v) + eps)."""
-    assert block.v is not None
-    return 1.0 / (np.sqrt(block.v) + cfg.rms_eps)
+    """h0="adam": the diagonal of H_0, 1 / (sqrt(v^) + eps)."""
+    return 1.0 / (np.sqrt(block.v_hat) + cfg.adam_eps)
 
 
 def _h_times(block: _Block, g: np.ndarray, cfg: ReferenceConfig) -> np.ndarray:
-    """H g: the two-loop recursion; with h0="rms" in the coordinates scaled by D^(1/2),
+    """H g: the two-loop recursion; with h0="adam" in the coordinates scaled by D^(1/2),
     where the stored pairs live, with H_0 = I there."""
     if cfg.h0 == "gamma":
         return reference_two_loop(g, block.pairs)
@@ -172,7 +179,7 @@ def _form_pair(block: _Block, g: np.ndarray, cfg: ReferenceConfig) -> None:
     if block.prev is not None:
         s = block.avg_theta - block.prev[0]
         y = block.avg_grad - block.prev[1]
-        if cfg.h0 == "rms":  # the pair in the coordinates scaled by D^(1/2)
+        if cfg.h0 == "adam":  # the pair in the coordinates scaled by D^(1/2)
             root = np.sqrt(_delta(block, cfg))
             s, y = s / root, y * root
         if cfg.pair_momentum and block.pairs:

@@ -24,7 +24,7 @@ import mlbfgs  # noqa: E402
 import mlbfgs.torch as mt  # noqa: E402
 
 
-@pytest.mark.parametrize("h0", ["gamma", "rms"])
+@pytest.mark.parametrize("h0", ["gamma", "adam"])
 def test_same_trajectory_as_engine_bitwise(h0: str) -> None:
     data = batches(25)
     model, twin = make_model(), make_model()
@@ -36,13 +36,13 @@ def test_same_trajectory_as_engine_bitwise(h0: str) -> None:
 
 
 def test_h0_is_fixed_once_built() -> None:
-    """The pairs of h0="rms" live in scaled coordinates: switching H_0 mid-run would read
+    """The pairs of h0="adam" live in scaled coordinates: switching H_0 mid-run would read
     them as another matrix, so a group's h0 is structural, like its history."""
     model = make_model()
-    opt = mt.MLBFGS(model.parameters(), lr=0.05, h0="rms", **HYPER)
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, h0="adam", **HYPER)
     train(model, opt, batches(3))
     opt.param_groups[0]["h0"] = "gamma"
-    with pytest.raises(ValueError, match=r"param_groups\[0\]\['h0'\] changed from 'rms'"):
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['h0'\] changed from 'adam'"):
         train(model, opt, batches(1))
 
 
@@ -179,7 +179,7 @@ def test_missing_gradients_leave_the_parameter_alone_and_gradless_groups_are_ski
     assert o1.engines[0].step_count == o2.engines[0].step_count == len(data)
 
 
-@pytest.mark.parametrize("h0", ["gamma", "rms"])
+@pytest.mark.parametrize("h0", ["gamma", "adam"])
 @pytest.mark.parametrize("target", DEVICES)
 def test_state_dict_resume_is_exact_and_moves_devices(target: str, h0: str) -> None:
     data = batches(24)

@@ -174,11 +174,11 @@ PEERS: dict[str, Peer] = {
         mlbfgs_variant("mL-BFGS", {}),
         mlbfgs_variant("mL-BFGS paper", {"preset": "paper"}),
         mlbfgs_variant("mL-BFGS released", {"preset": "released"}),
-        # H_0 from Adam's diagonal (docs/algorithm.md): lr at Adam's scale over the heavy
-        # ball's 1/(1 - 0.9), from a seed-0 look at cnn-mnist5k (3e-4 best of 1e-4..3e-3).
-        mlbfgs_variant("mL-BFGS rms", {"h0": "rms"}, 3e-4),
-        # The same step without curvature pairs (RMSProp with heavy ball): what the pairs add.
-        mlbfgs_variant("rms, no pairs", {"h0": "rms", "warmup": 10**9}, 3e-4),
+        # L-BFGS over Adam's step (h0="adam", docs/algorithm.md): lr at Adam's scale.
+        mlbfgs_variant("mL-BFGS adam", {"h0": "adam"}, 1e-3),
+        # The same step without curvature pairs, which is Adam: what the pairs add.
+        mlbfgs_variant("adam, no pairs", {"h0": "adam", "warmup": 10**9}, 1e-3),
+        mlbfgs_variant("adam T=10", {"h0": "adam", "update_every": 10}, 1e-3),
     )
 }
 """Every optimizer of the race, by label, in the order of the tables."""
