@@ -177,7 +177,7 @@ PEERS: dict[str, Peer] = {
         # L-BFGS over Adam's step (h0="adam", docs/algorithm.md): lr at Adam's scale.
         mlbfgs_variant("mL-BFGS adam", {"h0": "adam"}, 1e-3),
         # The same step without curvature pairs, which is Adam: what the pairs add.
-        mlbfgs_variant("adam, no pairs", {"h0": "adam", "warmup": 10**9}, 1e-3),
+        mlbfgs_variant("adam no pairs", {"h0": "adam", "warmup": 10**9}, 1e-3),
         mlbfgs_variant("adam T=10", {"h0": "adam", "update_every": 10}, 1e-3),
     )
 }
