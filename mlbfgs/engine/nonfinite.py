@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from ..core.kernels import Kernels
 from ..core.types import Array, Namespace
 from .distributed import BlockExchange
+from .shards import ShardExchange
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -53,6 +54,8 @@ def describe(
 
     Call on every rank (it joins one collective when distributed).
     """
+    if isinstance(exchange, ShardExchange):  # each rank's blocks are its own shards
+        return exchange.describe(bad_blocks)
     layouts = exchange.layouts
     read: Sequence[int]
     if average and exchange.distributed:

@@ -41,6 +41,7 @@ from .layout import BlockLayout, numel
 from .loading import LoadedState, read_state, structure
 from .nonfinite import NonFiniteGradientError, certify
 from .nonfinite import describe as describe_nonfinite
+from .shards import ShardExchange
 from .state import FORMAT_VERSION, encode_block
 from .validation import LearningRate, check_grads, check_lr, check_params, history_storage, lr_at
 
@@ -78,6 +79,10 @@ class MLBFGS:
             explicit lists of parameter indices.
         comm: ``None`` (one process) or a :mod:`mlbfgs.comm` communicator.
         average_grads: whether ``step`` averages the gradients over ranks.
+        sharded: each rank's ``params`` are its own shards of the model (FSDP2, tensor
+            parallelism; ``mlbfgs/engine/shards.py``): its blocks are made of them, it owns
+            them all, and ``comm`` only joins the sums of step control and the agreement
+            on non-finite gradients; ``average_grads`` must be ``False``.
         on_nonfinite: ``"skip"`` leaves a block whose gradient holds a NaN or infinity
             untouched for the step and counts it in ``stats()``; ``"raise"`` raises
             :class:`NonFiniteGradientError` before anything changes.
@@ -102,6 +107,7 @@ class MLBFGS:
         average_grads: bool = True,
         on_nonfinite: NonFinitePolicy = "skip",
         preset: Preset | None = None,
+        sharded: bool = False,
         **hyperparameters: Unpack[Hyperparameters],
     ) -> None:
         self._guard = Guard()  # one call at a time (mlbfgs/engine/guard.py)
@@ -116,14 +122,19 @@ class MLBFGS:
             self._history_dtype = history_storage(self._xp, self.config.history_dtype)
             if on_nonfinite not in ("skip", "raise"):
                 raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
-            if not isinstance(average_grads, bool):
-                raise TypeError(f"average_grads must be a bool, got {average_grads!r}")
+            if not isinstance(average_grads, bool) or not isinstance(sharded, bool):
+                raise TypeError(
+                    f"average_grads, sharded must be bools: {average_grads!r}, {sharded!r}"
+                )
+            if sharded and average_grads:
+                raise ValueError("sharded=True needs average_grads=False (shards differ by rank)")
+            self._sharded = sharded
             self.on_nonfinite: NonFinitePolicy = on_nonfinite
             self.average_grads = average_grads
             self._kernels = kernels_for(self._xp)
-            self._default_blocks = blocks is None
+            self._default_blocks = blocks is None and not sharded  # shards: never adopted
             sizes = [numel(p.shape) for p in self.params]
-            self._use_partition(resolve_blocks(blocks, sizes, self.comm.size))
+            self._use_partition(resolve_blocks(blocks, sizes, 1 if sharded else self.comm.size))
             return self._fingerprint()
 
         # Every rank builds; one small all-gather checks that all agree (never a hang).
@@ -147,7 +158,8 @@ class MLBFGS:
     def _use_partition(self, partition: list[list[Piece]]) -> None:
         """Lay out the blocks and assign them to ranks (contiguous runs, balanced by size)."""
         layouts = [BlockLayout.of(b, pieces, self.params) for b, pieces in enumerate(partition)]
-        self._exchange = BlockExchange(self.comm, layouts, self.params)
+        kind = ShardExchange if self._sharded else BlockExchange
+        self._exchange = kind(self.comm, layouts, self.params)
 
     @property
     def layouts(self) -> list[BlockLayout]:
@@ -160,19 +172,24 @@ class MLBFGS:
         return self._exchange.owned
 
     def _fingerprint(self) -> dict[str, Any]:
-        """What every rank must agree on; compared across ranks at construction."""
-        return {
+        """What every rank must agree on; compared across ranks at construction (shards,
+        and so their blocks, may differ in shape from rank to rank)."""
+        fingerprint = {
             **dataclasses.asdict(self.config),
             "lr": self.lr if isinstance(self.lr, float) else "callable",
             "average_grads": self.average_grads,
             "on_nonfinite": self.on_nonfinite,
             "world_size": self.comm.size,
+            "sharded": self._sharded,
             "array_library": getattr(self._xp, "__name__", repr(self._xp)),
             "parameter_count": len(self.params),
             "shapes": [tuple(int(d) for d in p.shape) for p in self.params],
             "dtypes": [str(p.dtype) for p in self.params],
             "blocks": [list(layout.pieces) for layout in self.layouts],
         }
+        if self._sharded:
+            del fingerprint["shapes"], fingerprint["blocks"]
+        return fingerprint
 
     @property
     def assignment(self) -> list[list[int]]:

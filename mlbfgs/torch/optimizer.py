@@ -40,6 +40,7 @@ from ..core.config import Hyperparameters, MLBFGSConfig, Preset
 from ..engine.guard import exclusive
 from ..engine.optimizer import NonFinitePolicy
 from ..engine.validation import check_lr
+from . import dtensor
 from .state import engine_state, gather_every_rank, param_state
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class MLBFGS(torch.optim.Optimizer):
         self._on_nonfinite = on_nonfinite
         self._full_state_dict = full_state_dict
         self._engines: list[engine_module.MLBFGS] = []
+        self._shardings: list[dtensor.Sharding | None] = []  # per group: DTensors' layout
         self._structure: list[dict[str, Any]] = []  # each engine's _STRUCTURAL_KEYS values
         super().__init__(params, defaults)
         # Ours run first: later hooks see the whole state, and the engines adopt a loaded
@@ -122,26 +124,34 @@ class MLBFGS(torch.optim.Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
-            engine = self._build_engine(group)
+            engine, sharding = self._build_engine(group, before)
         except Exception:
             del self.param_groups[before:]
             raise
         self._engines.append(engine)
+        self._shardings.append(sharding)
         self._structure.append(copy.deepcopy({key: group[key] for key in _STRUCTURAL_KEYS}))
 
-    def _build_engine(self, group: dict[str, Any]) -> engine_module.MLBFGS:
+    def _build_engine(
+        self, group: dict[str, Any], index: int
+    ) -> tuple[engine_module.MLBFGS, dtensor.Sharding | None]:
         for i, p in enumerate(group["params"]):
             if not p.is_floating_point():
                 raise TypeError(f"param {i} of a group has dtype {p.dtype}; needs floating point")
-        return engine_module.MLBFGS(
-            [p.detach() for p in group["params"]],
-            lr=check_lr(_as_float(group["lr"])),
-            blocks=group["blocks"],
-            comm=self._comm,
-            average_grads=self._average_grads,
-            on_nonfinite=self._on_nonfinite,
+        options = {
+            "lr": check_lr(_as_float(group["lr"])),
+            "blocks": group["blocks"],
+            "on_nonfinite": self._on_nonfinite,
             **{key: group[key] for key in _CONFIG_KEYS},
+        }
+        sharding = dtensor.sharding_of(group["params"], index, self._comm, group["blocks"])
+        if sharding is not None:  # FSDP2 / tensor parallelism: blocks of this rank's shards
+            return dtensor.build_engine(group["params"], sharding, **options), sharding
+        params = [p.detach() for p in group["params"]]
+        engine = engine_module.MLBFGS(
+            params, comm=self._comm, average_grads=self._average_grads, **options
         )
+        return engine, None
 
     # -- the step -------------------------------------------------------------------------
 
@@ -163,6 +173,8 @@ class MLBFGS(torch.optim.Optimizer):
             raise type(error)(f"param_groups[{index}]: {error}") from None
         # Fresh views each step: ``model.to(...)`` may have swapped a parameter's storage.
         views = [p.detach() for p in group["params"]]
+        if self._shardings[index] is not None:
+            views = dtensor.local_views(group["params"])
         for i, (view, old) in enumerate(zip(views, engine.params, strict=True)):
             if view.device != old.device or view.dtype != old.dtype:
                 raise ValueError(
@@ -204,8 +216,9 @@ class MLBFGS(torch.optim.Optimizer):
         for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
             if not distributed and all(p.grad is None for p in group["params"]):
                 continue
+            local = dtensor.local_grad if self._shardings[index] is not None else _dense
             grads: list[torch.Tensor | None] = [
-                None if p.grad is None else _dense(p.grad, index, i).detach()
+                None if p.grad is None else local(p, index, i)
                 for i, p in enumerate(group["params"])
             ]
             if group["maximize"]:
@@ -243,9 +256,15 @@ class MLBFGS(torch.optim.Optimizer):
         layout: defaultdict[torch.Tensor, dict[str, Any]] = self.__dict__["_param_state"]
         if self.__dict__.get("_engines"):
             layout.clear()
-            for group, engine in zip(self.param_groups, self._engines, strict=True):
+            for group, engine, sharding in zip(
+                self.param_groups, self._engines, self._shardings, strict=True
+            ):
                 flat = engine.state_dict(copy=False)
-                for p, entries in zip(group["params"], param_state(engine, flat), strict=True):
+                if sharding is None:
+                    state = param_state(engine, flat)
+                else:
+                    state = dtensor.sharded_param_state(engine, sharding, group["params"], flat)
+                for p, entries in zip(group["params"], state, strict=True):
                     if entries:
                         layout[p] = entries
         return layout
@@ -255,7 +274,7 @@ class MLBFGS(torch.optim.Optimizer):
         self.__dict__["_param_state"] = value
 
     def __getstate__(self) -> dict[str, Any]:
-        if self._comm is not None and self._comm.size > 1:
+        if (self._comm is not None and self._comm.size > 1) or any(self._shardings):
             raise TypeError(
                 "a distributed mlbfgs.torch.MLBFGS cannot be copied or pickled (each rank "
                 "holds only its own blocks); save state_dict() instead"
@@ -275,9 +294,11 @@ class MLBFGS(torch.optim.Optimizer):
         self.__dict__["_param_state"] = param_state_
         if "_engines" not in self.__dict__:  # unpickled or deep-copied: build the engines
             self._comm = None
-            self._engines, self._structure = [], []
-            for group in self.param_groups:
-                self._engines.append(self._build_engine(group))
+            self._engines, self._shardings, self._structure = [], [], []
+            for index, group in enumerate(self.param_groups):
+                engine, sharding = self._build_engine(group, index)
+                self._engines.append(engine)
+                self._shardings.append(sharding)
                 self._structure.append(copy.deepcopy({k: group[k] for k in _STRUCTURAL_KEYS}))
             self._adopt_loaded_state()
 
@@ -296,6 +317,12 @@ class MLBFGS(torch.optim.Optimizer):
 
     def _gather_state(self, state_dict: dict[str, Any]) -> dict[str, Any]:
         """state_dict post-hook: with several ranks, every rank's blocks on every rank."""
+        first = 0  # the packed index of each group's first parameter
+        for group, sharding in zip(self.param_groups, self._shardings, strict=True):
+            if sharding is not None:  # its small per-rank state, merged (module dtensor)
+                entries = state_dict["state"][first]
+                entries[dtensor.SHARDS] = dtensor.merge_shards(sharding, entries[dtensor.SHARDS])
+            first += len(group["params"])
         if self._comm is None or self._comm.size == 1 or not self._full_state_dict:
             return state_dict
         state_dict["state"] = gather_every_rank(self._comm, state_dict["state"])
@@ -349,7 +376,10 @@ class MLBFGS(torch.optim.Optimizer):
         for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
             try:
                 entries = [loaded.get(p, {}) for p in group["params"]]
-                engine.load_state_dict(engine_state(engine, group["params"], entries))
+                sharding = self._shardings[index]
+                if sharding is not None:
+                    entries = dtensor.local_entries(engine, sharding, entries)
+                engine.load_state_dict(engine_state(engine, engine.params, entries))
             except (KeyError, TypeError, ValueError) as error:
                 raise type(error)(f"param_groups[{index}]: {error}") from None
 
@@ -373,9 +403,11 @@ def _as_float(value: object) -> object:
     return value
 
 
-def _dense(grad: torch.Tensor, group: int, index: int) -> torch.Tensor:
+def _dense(p: torch.Tensor, group: int, index: int) -> torch.Tensor:
+    grad = p.grad
+    assert grad is not None
     if grad.is_sparse:
         raise RuntimeError(
             f"param_groups[{group}] param {index} has a sparse gradient; mL-BFGS needs dense ones"
         )
-    return grad
+    return grad.detach()
