@@ -75,8 +75,14 @@ class MLBFGS:
         params: the arrays to optimise (one library, real floating point, writable, not
             sharing memory).
         lr: a float >= 0, or a callable ``t -> lr`` of the 1-based step to take.
-        blocks: ``None`` (one block per rank), ``k`` (k blocks balanced by size), or
-            explicit lists of parameter indices.
+        blocks: ``None``: element-balanced blocks that are a property of the model, so
+            that 1, 2, 4 and 8 ranks run the same optimizer (one block below 16,384
+            elements, 8 from 65,536, one per 2^20 beyond 16.8M;
+            ``mlbfgs.core.pieces.default_block_count``, docs/design.md section 3). On one
+            process they cost little against one block (docs/distributed.md, *Blocks and
+            ranks*: within the seeds' spread on the suite's CNNs); ``1`` keeps one block.
+            ``k``: k blocks of whole tensors balanced by size; or explicit lists of
+            parameter indices or ``(index, start, stop)`` ranges.
         comm: ``None`` (one process) or a :mod:`mlbfgs.comm` communicator.
         average_grads: whether ``step`` averages the gradients over ranks.
         on_nonfinite: ``"skip"`` leaves a block whose gradient holds a NaN or infinity
