@@ -5,11 +5,19 @@
 A rank's history memory (2 M n values) and its share of the step's work follow the
 elements of the blocks it owns. For each model and world size p this prints the largest
 rank's elements over the mean (total / p), for blocks of whole tensors ("layers": the
-earlier default, min(p, tensors) blocks balanced by size) and for element-balanced blocks
-that may split a tensor (the default now). The models are the example of
+first default, min(p, tensors) blocks balanced by size), for one element-balanced block
+per rank (the default until blocks became a property of the model) and for the default
+now (``blocks=None``: ``mlbfgs.core.pieces.default_block_count`` element-balanced blocks,
+the same number as on one process unless p ranks cannot hold them within 5% of the even
+share), with its number of blocks and whether that is one process's. The models are the example of
 examples/train_distributed.py and the parameter shapes of ResNet-18 and ResNet-50
 (ImageNet, 1000 classes; batch-norm weights and biases are parameters, running statistics
 are not), written down from the architectures. Nothing is run or timed.
+
+``--overhead`` times instead what a block costs: a preconditioned one-process step of the
+distributed example's MLP with 1, 8, 64 and 128 element-balanced blocks, NumPy and torch
+(CPU, one thread), in interleaved rounds, as the median ratio to one block (why the
+default stops at 8 blocks for such a model).
 
 ``--plan`` prints instead, for a model of 1e9 float32 parameters and M = 10, the bytes
 each rank sends per step (one reduce-scatter and one all-gather, ring algorithms: what
@@ -23,7 +31,7 @@ import math
 import sys
 
 from mlbfgs.core.partition import balanced_partition
-from mlbfgs.core.pieces import balanced_pieces
+from mlbfgs.core.pieces import balanced_pieces, resolve_blocks
 from mlbfgs.engine.assignment import assign_blocks, rank_counts
 
 Shape = tuple[int, ...]
@@ -60,9 +68,9 @@ def resnet(blocks: list[int], bottleneck: bool) -> list[Shape]:
 
 
 MODELS = {
-    "train_distributed.py MLP": (mlp([64, 256, 256, 10]), 85_002, [2, 3, 4, 5, 6, 7, 8]),
-    "ResNet-18": (resnet([2, 2, 2, 2], False), 11_689_512, [8, 64, 1024]),
-    "ResNet-50": (resnet([3, 4, 6, 3], True), 25_557_032, [8, 64, 1024]),
+    "train_distributed.py MLP": (mlp([64, 256, 256, 10]), 85_002, [1, 2, 3, 4, 5, 6, 7, 8]),
+    "ResNet-18": (resnet([2, 2, 2, 2], False), 11_689_512, [1, 2, 4, 8, 64, 1024]),
+    "ResNet-50": (resnet([3, 4, 6, 3], True), 25_557_032, [1, 2, 4, 8, 64, 1024]),
 }
 
 
@@ -81,6 +89,12 @@ def balanced_blocks(sizes: list[int], ranks: int) -> list[int]:
     return [
         sum(stop - start for _, start, stop in block) for block in balanced_pieces(sizes, ranks)
     ]
+
+
+def default_blocks(sizes: list[int], ranks: int) -> tuple[list[int], int]:
+    """Elements per rank of the default blocks on ``ranks`` ranks, and how many blocks."""
+    blocks = [sum(stop - start for _, start, stop in b) for b in resolve_blocks(None, sizes, ranks)]
+    return rank_counts(blocks, assign_blocks(blocks, ranks)), len(blocks)
 
 
 def plan(d: int = 10**9, history: int = 10, itemsize: int = 4) -> None:
@@ -105,24 +119,71 @@ def plan(d: int = 10**9, history: int = 10, itemsize: int = 4) -> None:
         )
 
 
+def overhead(counts: tuple[int, ...] = (1, 8, 64, 128), rounds: int = 7) -> None:
+    """Step time with ``counts`` blocks over one block's, per array library."""
+    import statistics
+    import time
+
+    import numpy as np
+    import torch
+
+    import mlbfgs
+
+    torch.set_num_threads(1)
+    shapes, _, _ = MODELS["train_distributed.py MLP"]
+    sizes = [math.prod(shape) for shape in shapes]
+    print("one-process step with k blocks / with one block (median of rounds)")
+    print(f"{'library':<8} " + " ".join(f"{f'k = {k}':>8}" for k in counts))
+    for library in ("numpy", "torch"):
+        steppers = {}
+        for k in counts:
+            rng = np.random.default_rng(0)
+            params = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+            if library == "torch":
+                params = [torch.from_numpy(p) for p in params]
+            blocks = [[list(piece) for piece in block] for block in balanced_pieces(sizes, k)]
+            opt = mlbfgs.MLBFGS(params, lr=1e-4, blocks=blocks, update_every=5, warmup=2)
+            grads = [0.01 * p for p in params]
+            for _ in range(60):  # the history fills: every step is preconditioned
+                opt.step(grads)
+            steppers[k] = (opt, grads)
+        times: dict[int, list[float]] = {k: [] for k in counts}
+        for _ in range(rounds):
+            for k, (opt, grads) in steppers.items():
+                start = time.perf_counter()
+                for _ in range(10):
+                    opt.step(grads)
+                times[k].append(time.perf_counter() - start)
+        ratios = [
+            statistics.median(a / b for a, b in zip(times[k], times[1], strict=True))
+            for k in counts
+        ]
+        print(f"{library:<8} " + " ".join(f"{r:>7.1f}x" for r in ratios))
+
+
 def main() -> None:
     if sys.argv[1:] == ["--plan"]:
         plan()
         return
+    if sys.argv[1:] == ["--overhead"]:
+        overhead()
+        return
     print("largest rank's history / mean (the same ratio for memory and for the step's work)")
     print(
         f"{'model':<26} {'tensors':>7} {'parameters':>11} {'p':>5} {'layer blocks':>13} "
-        f"{'balanced':>9} {'empty ranks (layer)':>20}"
+        f"{'one a rank':>11} {'default':>8} {'blocks':>7} {'as 1 process':>13}"
     )
     for name, (shapes, expected, world_sizes) in MODELS.items():
         sizes = [math.prod(shape) for shape in shapes]
         assert sum(sizes) == expected, (name, sum(sizes))  # the shapes are the real ones
+        _, alone = default_blocks(sizes, 1)
         for p in world_sizes:
             layers, balanced = layer_blocks(sizes, p), balanced_blocks(sizes, p)
+            default, count = default_blocks(sizes, p)
             print(
                 f"{name:<26} {len(sizes):>7} {sum(sizes):>11,} {p:>5} "
-                f"{imbalance(layers):>13.3f} {imbalance(balanced):>9.3f} "
-                f"{sum(count == 0 for count in layers):>20}"
+                f"{imbalance(layers):>13.3f} {imbalance(balanced):>11.3f} "
+                f"{imbalance(default):>8.3f} {count:>7} {'yes' if count == alone else 'no':>13}"
             )
 
 

@@ -1,10 +1,10 @@
-"""Why ``h0="rms"`` stays on the autoencoder's plateau: its first-order part does too.
+"""Why ``h0="rms"`` stayed on the autoencoder's plateau, and ``h0="adam"`` leaves it.
 
 Run: ``.venv/bin/python benchmarks/rmsprop_plateau.py``. The race's autoencoder (seed 0,
 500 steps, the race's cosine schedule, one torch thread), trained by AdamW at its tuned
-lr, by torch's own RMSprop with heavy ball (alpha 0.999, momentum 0.9, the first-order
-step of ``h0="rms"``), and by ``mlbfgs.torch.MLBFGS(h0="rms")`` with and without its
-curvature pairs; the training loss every 100 steps.
+lr, by torch's own RMSprop with heavy ball (alpha 0.999, momentum 0.9: the first-order step
+of the former ``h0="rms"``), and by ``mlbfgs.torch.MLBFGS(h0="adam")`` at AdamW's lr with
+and without its curvature pairs; the training loss every 100 steps.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--depth", type=int, default=2, help="hidden layers")
     parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--blocks", type=int, default=None, help="default: one per rank")
+    parser.add_argument("--blocks", type=int, default=None, help="default: the model's own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--history-dtype",

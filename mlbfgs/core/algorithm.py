@@ -37,6 +37,10 @@ class BlockStats:
     """``s^T y / s^T s`` of the newest pair formed."""
     tau: float = math.nan
     """Damping coefficient of the newest pair formed (1.0 when undamped)."""
+    average_stalled: float = math.nan
+    """Share of M_theta's entries that did not move over the newest pair's T steps
+    although Eq (5) would have moved them (``MomentumAverages.stalled_share``); NaN
+    before the first pair is formed."""
 
 
 @dataclass
@@ -163,7 +167,7 @@ def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Ker
         g = root * first_moment  # D^{1/2} m^: the input where H_0 is the identity
     projection = item.projection
     if config.pair_timing == "before_step" and is_boundary(t, config):
-        update_curvature(block, item.g, t, config, kernels)
+        update_curvature(block, item.theta, item.g, t, config, kernels)
         projection = None  # the history may have changed
     first_order, first_order_sq = item.g, item.grad_sq
     if root is not None:
@@ -200,7 +204,7 @@ def block_update(
             block.momentum_buffer = direction
     theta_next = kernels.descend(item.theta, direction, lr)  # line 11, Eq (2)
     if config.pair_timing == "after_step" and is_boundary(t, config):  # line 13
-        update_curvature(block, item.g, t, config, kernels)
+        update_curvature(block, item.theta, item.g, t, config, kernels)
     return theta_next
 
 
@@ -217,13 +221,18 @@ def skip_step(block: BlockState, t: int, config: MLBFGSConfig) -> None:
 
 
 def update_curvature(
-    block: BlockState, g: Array, t: int, config: MLBFGSConfig, kernels: Kernels
+    block: BlockState, theta: Array, g: Array, t: int, config: MLBFGSConfig, kernels: Kernels
 ) -> None:
-    """Lines 14-17: form the pair of Eq (6), damp it by Eq (7), push it; then snapshot."""
+    """Lines 14-17: form the pair of Eq (6), damp it by Eq (7), push it; then snapshot.
+
+    ``theta`` and ``g`` are theta_t and g_t, the last values Eq (5) averaged."""
     averages = block.averages
     assert averages is not None
     if averages.snapshot_theta is not None:
         s, y = curvature_pair(averages)  # Eq (6)
+        block.stats.average_stalled = averages.stalled_share(
+            s, theta, config.hessian_momentum, config.averaging
+        )
         if config.h0 == "adam":  # the pair where H_0 is the identity: (D^{-1/2} s, D^{1/2} y)
             root = delta_root(block, t, config, kernels.xp)
             s /= root

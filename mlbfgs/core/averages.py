@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from array_api_compat import array_namespace
+
 from .config import Averaging
 from .kernels import Kernels
 from .types import Array, Namespace
@@ -49,3 +51,18 @@ class MomentumAverages:
         else:
             self.snapshot_theta[...] = self.theta
             self.snapshot_grad[...] = self.grad
+
+    def stalled_share(self, s: Array, theta: Array, beta: float, averaging: Averaging) -> float:
+        """The share of entries of M_theta that did not move over the last T steps
+        (``s == 0`` in Eq (6)) although theta_t is not at the average's fixed point, so
+        that Eq (5) in exact arithmetic would have moved them: the increment
+        ``(1 - beta) * (theta - M)`` was rounded away. Near 0 in float32; most of a
+        bfloat16 average (``core/kernels.py``, ``state_dtype``). A stalled average makes s
+        of Eq (6) rounding, and the pairs with it, while the pairs' statistics look
+        healthy."""
+        xp = array_namespace(s)
+        # The fixed point of Eq (5) is theta itself; of the released sums, theta / (1 - beta).
+        target = self.theta if averaging == "mean" else (1.0 - beta) * self.theta
+        stalled = (s == 0) & (theta != target)
+        n = int(s.shape[0])
+        return float(xp.sum(xp.astype(stalled, xp.int64))) / n if n else 0.0

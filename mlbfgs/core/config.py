@@ -119,7 +119,9 @@ class MLBFGSConfig:
     adam_eps: float = 1e-8
     """eps of ``D = diag(1 / (sqrt(v^) + eps))`` (``h0="adam"``)."""
     history_dtype: HistoryDtype | None = None
-    """Storage of the ``(2M, n)`` pairs; ``None``: the parameters' dtype. In half precision
+    """Storage of the ``(2M, n)`` pairs; ``None``: the dtype of the rest of the state, the
+    parameters' own for float32 and float64 and float32 for half-precision parameters
+    (``core/kernels.py``, ``state_dtype``). In half precision
     (``"float16"``, ``"bfloat16"``) each stored row is scaled by a power of two and every
     product is accumulated in float32 or wider; the Gram matrices and the compact form's
     2M x 2M algebra stay float64 (``core/history.py``)."""

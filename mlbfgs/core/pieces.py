@@ -22,17 +22,60 @@ Piece = tuple[int, int, int]
 """``(index, start, stop)``: elements ``[start, stop)`` of the flattened ``params[index]``."""
 
 
+DEFAULT_BLOCKS = 8
+"""The default's number of blocks for a model of ``8 * MIN_BLOCK`` to ``16 * BLOCK_ELEMENTS``
+elements: a power of two, so that 1, 2, 4 and 8 ranks split it evenly and run the same
+optimizer."""
+MIN_BLOCK = 2**13
+"""No default block has fewer elements (fewer blocks for smaller models, one below
+``2 * MIN_BLOCK``): each block costs a few array operations per step, about 0.1 ms on a
+CPU, which a block this large amortises (docs/design.md, "Blocks")."""
+BLOCK_ELEMENTS = 2**20
+"""Above ``16 * BLOCK_ELEMENTS`` elements the default has one block per this many
+(rounded down to a power of two), so that larger worlds find enough blocks as well."""
+BALANCE = 1.05
+"""The largest rank's share of the default blocks over the even share, at most."""
+
+
+def default_block_count(total: int, ranks: int = 1) -> int:
+    """How many element-balanced blocks ``blocks=None`` makes for ``total`` elements.
+
+    A property of the model: a power of two, from ``DEFAULT_BLOCKS``, ``MIN_BLOCK`` and
+    ``BLOCK_ELEMENTS``. Only where ``ranks`` ranks cannot hold those blocks within
+    ``BALANCE`` of the even share (more ranks than blocks, or a world size such as 3, 5, 6
+    or 7 that does not divide them) does the world size matter: the blocks are halved
+    until they can, as long as they keep ``MIN_BLOCK`` elements, and otherwise the count
+    becomes the next multiple of ``ranks`` (one block per rank for a small model).
+    """
+
+    def balanced(count: int) -> bool:  # the largest rank holds ceil(count / ranks) blocks
+        return -(-count // ranks) * ranks <= BALANCE * count
+
+    count = 1
+    while 2 * count <= DEFAULT_BLOCKS and total >= 2 * count * MIN_BLOCK:
+        count *= 2
+    while total >= 2 * count * BLOCK_ELEMENTS:
+        count *= 2
+    finer = count
+    while not balanced(finer) and total >= 2 * finer * MIN_BLOCK:
+        finer *= 2
+    if balanced(finer):
+        return finer
+    return min(total, -(-count // ranks) * ranks)
+
+
 def resolve_blocks(blocks: object, sizes: Sequence[int], ranks: int) -> list[list[Piece]]:
     """The ``blocks`` argument of ``MLBFGS`` as pieces, for parameters of ``sizes`` on
-    ``ranks`` ranks: ``None`` gives one block on one process and ``ranks`` element-balanced
-    blocks on several; an int k gives k blocks of whole tensors ("layers") balanced by
-    size; a list is checked and taken as given (items are indices or pieces)."""
+    ``ranks`` ranks: ``None`` gives :func:`default_block_count` element-balanced blocks
+    (the same on any number of ranks that can hold them in balance); an int k gives k
+    blocks of whole tensors ("layers") balanced by size (``1``: one block of everything);
+    a list is checked and taken as given (items are indices or pieces)."""
     if isinstance(blocks, bool):
         raise TypeError("blocks must be None, an int or a list of index lists, not a bool")
-    if blocks is None:  # one block per rank, equal in elements (tensors split as needed)
-        if ranks == 1:
-            return [whole(range(len(sizes)), sizes)]
-        return balanced_pieces(sizes, ranks)
+    if blocks is None:  # equal in elements (tensors split as needed)
+        total = sum(int(size) for size in sizes)
+        count = default_block_count(total, ranks)
+        return [whole(range(len(sizes)), sizes)] if count == 1 else balanced_pieces(sizes, count)
     if is_count(blocks):
         return [whole(group, sizes) for group in balanced_partition(sizes, int(blocks))]
     if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):

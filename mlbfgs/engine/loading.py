@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import BlockState
+from ..core.kernels import state_dtype
 from ..core.pieces import validate_pieces
 from ..core.types import Array, Namespace
 from .distributed import BlockExchange
@@ -99,8 +100,9 @@ def read_state(
                 f"block{b}.",
                 state,
                 fresh_block(layouts[b]),
-                params[layouts[b].indices[0]].dtype,
+                state_dtype(xp, params[layouts[b].indices[0]].dtype),
                 second_moment,
+                params[layouts[b].indices[0]].dtype,
             )
             for b in exchange.owned
         }

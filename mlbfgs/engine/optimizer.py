@@ -10,7 +10,6 @@ reduce-scatter and one all-gather per step; docs/design.md section 5).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +32,7 @@ from ..core import (
     skip_step,
 )
 from ..core.config import Hyperparameters, Preset
+from ..core.kernels import state_dtype
 from ..core.pieces import Piece, resolve_blocks
 from ..core.types import Array
 from .distributed import BlockExchange, construct_together
@@ -41,6 +41,7 @@ from .layout import BlockLayout, numel
 from .loading import LoadedState, read_state, structure
 from .nonfinite import NonFiniteGradientError, certify
 from .nonfinite import describe as describe_nonfinite
+from .report import block_report
 from .shards import ShardExchange
 from .state import FORMAT_VERSION, encode_block
 from .validation import LearningRate, check_grads, check_lr, check_params, history_storage, lr_at
@@ -75,8 +76,14 @@ class MLBFGS:
         params: the arrays to optimise (one library, real floating point, writable, not
             sharing memory).
         lr: a float >= 0, or a callable ``t -> lr`` of the 1-based step to take.
-        blocks: ``None`` (one block per rank), ``k`` (k blocks balanced by size), or
-            explicit lists of parameter indices.
+        blocks: ``None``: element-balanced blocks that are a property of the model, so
+            that 1, 2, 4 and 8 ranks run the same optimizer (one block below 16,384
+            elements, 8 from 65,536, one per 2^20 beyond 16.8M;
+            ``mlbfgs.core.pieces.default_block_count``, docs/design.md section 3). On one
+            process they cost little against one block (docs/distributed.md, *Blocks and
+            ranks*: within the seeds' spread on the suite's CNNs); ``1`` keeps one block.
+            ``k``: k blocks of whole tensors balanced by size; or explicit lists of
+            parameter indices or ``(index, start, stop)`` ranges.
         comm: ``None`` (one process) or a :mod:`mlbfgs.comm` communicator.
         average_grads: whether ``step`` averages the gradients over ranks.
         sharded: each rank's ``params`` are its own shards of the model (FSDP2, tensor
@@ -206,7 +213,9 @@ class MLBFGS:
 
     def _fresh_block(self, layout: BlockLayout) -> BlockState:
         first = self.params[layout.indices[0]]
-        dtype = first.dtype if self._history_dtype is None else self._history_dtype
+        dtype = self._history_dtype
+        if dtype is None:  # float32 for half-precision parameters (core/kernels.py)
+            dtype = state_dtype(self._xp, first.dtype)
         history = CurvatureHistory.empty(
             self._xp, self.config.history_size, layout.numel, dtype, device(first)
         )
@@ -267,6 +276,8 @@ class MLBFGS:
         ):
             block, layout = self._blocks[b], self.layouts[b]
             theta = layout.gather(xp, self.params)
+            if kernels.half(theta.dtype):  # the block's state and step are float32
+                theta, g = xp.astype(theta, xp.float32), xp.astype(g, xp.float32)
             g = apply_weight_decay(g, theta, config.weight_decay)
             projection = grad_sq = None
             if block.preconditions(t, config) and not history_changes:
@@ -312,6 +323,10 @@ class MLBFGS:
             if not ok:
                 skip_step(item.block, t, self.config)
                 theta_next[item.index] = item.theta
+        for b, theta in theta_next.items():  # half precision: the one rounding of the step
+            dtype = self.params[self.layouts[b].indices[0]].dtype
+            if theta.dtype != dtype:
+                theta_next[b] = xp.astype(theta, dtype)
         self._exchange.publish(xp, theta_next, self.params, prepared.missing)
         self._step = t
 
@@ -321,26 +336,10 @@ class MLBFGS:
         """What each block's curvature did, to see whether the preconditioner is working.
 
         Returns:
-            One dict per block this rank owns: ``block``, ``pairs_stored``,
-            ``pairs_pushed``, ``pairs_rejected``, the last ``mu`` and ``tau`` of Eq (7),
-            ``gamma`` (NaN before the first pair) and ``skipped_steps``.
+            One dict per block this rank owns (``mlbfgs/engine/report.py`` says what each
+            key means); warns when a block's parameter average stopped moving.
         """
-        result = []
-        for b in self.owned:
-            block = self._blocks[b]
-            result.append(
-                {
-                    "block": b,
-                    "pairs_stored": len(block.history),
-                    "pairs_pushed": block.stats.pairs_pushed,
-                    "pairs_rejected": block.stats.pairs_rejected,
-                    "mu": block.stats.mu,
-                    "tau": block.stats.tau,
-                    "gamma": block.form.gamma if block.form is not None else math.nan,
-                    "skipped_steps": block.stats.skipped_steps,
-                }
-            )
-        return result
+        return block_report({b: self._blocks[b] for b in self.owned})
 
     @exclusive
     def state_dict(self, copy: bool = True) -> dict[str, Any]:

@@ -77,6 +77,7 @@ def encode_block(
         state[prefix + "stats." + name] = int(getattr(block.stats, name))
     state[prefix + "stats.mu"] = float(block.stats.mu)
     state[prefix + "stats.tau"] = float(block.stats.tau)
+    state[prefix + "stats.average_stalled"] = float(block.stats.average_stalled)
     return state
 
 
@@ -87,17 +88,20 @@ def decode_block(
     template: BlockState,
     vector_dtype: object,
     second_moment: bool = False,
+    param_dtype: object | None = None,
 ) -> BlockState:
     """Rebuild a block from ``state``, checking every value against ``template``.
 
     ``second_moment``: whether the optimizer keeps ``h0="adam"``'s v, which every block
     that took a step then has (and no other block may: its pairs are scaled by v).
 
-    ``template`` is a fresh block of the same layout and ``vector_dtype`` its parameters'
-    dtype;
-    nothing of it is modified. History pairs may arrive widened (a ``.npz`` file holds
-    bfloat16 as float32, torch's ``load_state_dict`` casts to the parameters' dtype): they
-    are narrowed back if every value is exact in the history's dtype.
+    ``template`` is a fresh block of the same layout and ``vector_dtype`` the dtype of its
+    state (``core.kernels.state_dtype`` of its parameters' dtype); nothing of it is
+    modified. History pairs may arrive widened (a ``.npz`` file holds bfloat16 as float32,
+    torch's ``load_state_dict`` casts to the parameters' dtype): they are narrowed back if
+    every value is exact in the history's dtype. Vectors and pairs in ``param_dtype``, the
+    parameters' half precision where the state is float32, are what mlbfgs wrote before
+    it kept such state in float32: they are widened (exactly).
     """
     like = template.history.pairs
     n = int(like.shape[1])
@@ -108,13 +112,16 @@ def decode_block(
             raise TypeError(f"state[{prefix + key!r}] is a {type(value).__name__}, not an array")
         result = xp.asarray(value, device=device(like), copy=True)
         wider = widened and _wider(xp, result.dtype, dtype)
-        if tuple(result.shape) != shape or (result.dtype != dtype and not wider):
+        older = param_dtype is not None and result.dtype == param_dtype != dtype
+        if tuple(result.shape) != shape or (result.dtype != dtype and not (wider or older)):
             raise ValueError(
                 f"state[{prefix + key!r}] has shape {tuple(result.shape)} and dtype "
                 f"{result.dtype}; expected {shape} and {dtype}"
             )
         if not bool(xp.all(xp.isfinite(result))):
             raise ValueError(f"state[{prefix + key!r}] holds NaN or infinity")
+        if older:
+            return xp.astype(result, dtype)
         if result.dtype != dtype:
             narrowed = xp.astype(result, dtype)
             if not bool(xp.all(xp.astype(narrowed, result.dtype) == result)):
@@ -164,6 +171,12 @@ def decode_block(
         **{name: count(state, prefix + "stats." + name) for name in _COUNTERS},
         mu=real(state, prefix + "stats.mu"),
         tau=real(state, prefix + "stats.tau"),
+        # absent from states written before it existed: not measured yet
+        average_stalled=(
+            real(state, prefix + "stats.average_stalled")
+            if prefix + "stats.average_stalled" in state
+            else math.nan
+        ),
     )
     if stats.pairs_pushed < len(order):
         raise ValueError(

@@ -172,7 +172,7 @@ def local_grad(p: torch.Tensor, group: int, index: int) -> torch.Tensor:
 
 
 def _vector_names(engine: MLBFGS) -> list[str]:
-    return [n for n in VECTORS if n != "second_moment" or engine.config.h0 == "rms"]
+    return [n for n in VECTORS if n != "second_moment" or engine.config.h0 == "adam"]
 
 
 def _wrap(local: torch.Tensor, p: Any, lead: tuple[int, ...] = ()) -> Any:

@@ -41,7 +41,7 @@ from ..engine.guard import exclusive
 from ..engine.optimizer import NonFinitePolicy
 from ..engine.validation import check_lr
 from . import dtensor
-from .state import engine_state, gather_every_rank, param_state
+from .state import engine_state, gather_every_rank, param_state, uncast_state
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -331,7 +331,8 @@ class MLBFGS(torch.optim.Optimizer):
     @exclusive
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict``, casting tensors to the parameters' dtype and moving
-        them to their device, as torch.optim does.
+        them to their device, as torch.optim does; except the float32 state of
+        half-precision parameters, which is moved only (``mlbfgs.torch.state.uncast_state``).
 
         Args:
             state_dict: what :meth:`state_dict` returned (with several ranks, the whole
@@ -360,6 +361,9 @@ class MLBFGS(torch.optim.Optimizer):
                     )
         engines_backup = [engine.state_dict() for engine in self._engines]
         groups_backup = [dict(group) for group in self.param_groups]
+        # torch casts every saved tensor to its parameter's dtype: the float32 state of
+        # half-precision parameters is taken from state_dict as saved instead.
+        self.__dict__["_uncast"] = uncast_state(self.param_groups, state_dict)
         try:
             super().load_state_dict(dict(state_dict))
         except Exception:
@@ -369,13 +373,15 @@ class MLBFGS(torch.optim.Optimizer):
                 group.clear()
                 group.update(backup)
             raise
+        finally:
+            self.__dict__.pop("_uncast", None)
 
     def _adopt_loaded_state(self) -> None:
         """load_state_dict post-hook: each engine adopts its group's loaded state."""
-        loaded = self.__dict__["_param_state"]
+        loaded, uncast = self.__dict__["_param_state"], self.__dict__.get("_uncast", {})
         for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
             try:
-                entries = [loaded.get(p, {}) for p in group["params"]]
+                entries = [{**loaded.get(p, {}), **uncast.get(p, {})} for p in group["params"]]
                 sharding = self._shardings[index]
                 if sharding is not None:
                     entries = dtensor.local_entries(engine, sharding, entries)

@@ -27,7 +27,7 @@ the flat dict that :meth:`mlbfgs.MLBFGS.load_state_dict` checks and adopts.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -135,3 +135,38 @@ def gather_every_rank(
         for index, entries in theirs.items():
             merged.setdefault(index, {}).update(entries)
     return dict(sorted(merged.items()))
+
+
+def uncast_state(
+    groups: Iterable[Mapping[str, Any]], state_dict: Mapping[str, Any]
+) -> dict[torch.Tensor, dict[str, torch.Tensor]]:
+    """For each half-precision parameter, its saved tensors of a wider floating dtype, as
+    saved (moved to the parameter's device only).
+
+    ``torch.optim.Optimizer.load_state_dict`` casts every tensor of a parameter's state to
+    the parameter's dtype, which would round the float32 averages, heavy-ball buffer and
+    pairs of a bfloat16 parameter (``mlbfgs.core.kernels.state_dtype``) to bfloat16.
+    Parameters are matched to saved entries by position, as torch matches them; anything
+    malformed is left to torch's own checks.
+    """
+    saved_groups, saved_state = state_dict.get("param_groups"), state_dict.get("state")
+    if not isinstance(saved_groups, Sequence) or not isinstance(saved_state, Mapping):
+        return {}
+    result: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+    for group, saved in zip(groups, saved_groups, strict=False):
+        if not isinstance(saved, Mapping):
+            continue
+        for p, key in zip(group["params"], saved.get("params", ()), strict=False):
+            entries = saved_state.get(key)
+            if p.itemsize >= 4 or not isinstance(entries, Mapping):
+                continue
+            wide = {
+                name: value.to(device=p.device)
+                for name, value in entries.items()
+                if isinstance(value, torch.Tensor)
+                and value.is_floating_point()
+                and value.itemsize > p.itemsize
+            }
+            if wide:
+                result[p] = wide
+    return result

@@ -29,6 +29,7 @@ import run_checks as checks  # noqa: E402
 TIMEOUT = 150
 EXPECTED = [
     "default_blocks",
+    "default_blocks_model",
     "more_blocks_than_ranks",
     "explicit_blocks",
     "same_grads_averaged",
@@ -139,6 +140,11 @@ def _check_launch(reports: list[dict[str, Any]], expected: list[str]) -> None:
     for report in reports:
         assert set(expected) <= set(report["passed"]), report["passed"]
         assert report["exit_hook"], "the communicator installed no exception hook"
+    # At the defaults (blocks=None) 1, 2 and 4 ranks run the same optimizer on a model of
+    # 85,002 elements (8 blocks: bitwise one process's parameters), not on one of 200
+    # elements (one block alone, one per rank on several: design section 5).
+    expected_equal = {"85,002 elements": [8, 8, True], "200 elements": [ranks, 1, False]}
+    assert all(r["default_blocks_equal"] == expected_equal for r in reports), reports
     total = _single_process_history_bytes()
     assert [r["history_bytes"] for r in reports] == [total // ranks] * ranks
     assert [r["owned_for_memory"] for r in reports] == [

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlbfgs.core.pieces import balanced_pieces, resolve_blocks, validate_pieces, whole
+from mlbfgs.core.pieces import (
+    BALANCE,
+    MIN_BLOCK,
+    balanced_pieces,
+    default_block_count,
+    resolve_blocks,
+    validate_pieces,
+    whole,
+)
+from mlbfgs.engine.assignment import assign_blocks, rank_counts
 
 
 def covered_once(blocks: list[list[tuple[int, int, int]]], sizes: list[int]) -> None:
@@ -182,3 +191,66 @@ def test_the_blocks_argument_resolves_to_pieces() -> None:
     for bad in ("0", 1.5, {0: 1}):
         with pytest.raises(TypeError, match="blocks must be None, an int or a list"):
             resolve_blocks(bad, sizes, 1)
+
+
+# -- blocks=None: a property of the model (design section 3, "Blocks") ---------------------
+
+MLP = [256 * 64, 256, 256 * 256, 256, 10 * 256, 10]  # examples/train_distributed.py: 85,002
+
+
+def largest_rank_share(sizes: list[int], ranks: int) -> float:
+    blocks = [elements(block) for block in resolve_blocks(None, sizes, ranks)]
+    counts = rank_counts(blocks, assign_blocks(blocks, ranks))
+    return max(counts) / (sum(counts) / ranks)
+
+
+@pytest.mark.parametrize(
+    ("total", "same_on"),
+    [
+        (2 * MIN_BLOCK, [1, 2]),  # two blocks: 4 and 8 ranks need more
+        (4 * MIN_BLOCK, [1, 2, 4]),
+        (85_002, [1, 2, 4, 8]),  # eight blocks
+        (25_557_032, [1, 2, 4, 8]),  # sixteen
+        (10**9, [1, 2, 4, 8]),  # 512
+    ],
+)
+def test_default_blocks_are_a_power_of_two_the_same_on_1_2_4_and_8_ranks(
+    total: int, same_on: list[int]
+) -> None:
+    alone = default_block_count(total)
+    assert alone & (alone - 1) == 0 and alone >= 2
+    assert [r for r in (1, 2, 4, 8) if default_block_count(total, r) == alone] == same_on
+
+
+def test_default_blocks_of_a_small_model_are_one_alone_and_one_per_rank() -> None:
+    """Below 2 * MIN_BLOCK elements a block would be too small to amortise its per-step
+    cost: one block on one process, and on p ranks one per rank (as before)."""
+    total = 2 * MIN_BLOCK - 1
+    assert [default_block_count(total, ranks) for ranks in (1, 2, 3, 4, 7)] == [1, 2, 3, 4, 7]
+    assert default_block_count(5, 8) == 5  # never more blocks than elements
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4, 5, 6, 7, 8, 16, 64, 1024])
+def test_default_blocks_hold_every_rank_within_5_percent_of_the_even_share(ranks: int) -> None:
+    """On the distributed example's MLP and on a ResNet-like model (62 tensors whose sizes
+    double stage by stage, 11.7M elements): benchmarks/balance.py prints the real shapes."""
+    resnet_like = [64 * 2 ** (k // 16) * 9 * 64 * 2 ** (k // 16) for k in range(62)]
+    for sizes in (MLP, resnet_like):
+        assert largest_rank_share(sizes, ranks) <= BALANCE, sizes
+
+
+def test_default_blocks_differ_from_one_process_only_where_the_world_needs_it() -> None:
+    """The MLP's 8 blocks on 3, 5, 6 and 7 ranks would leave a rank 12-75% above the even
+    share: there the blocks become 9, 10, 12 and 14 (multiples of p; halving them would
+    go below MIN_BLOCK)."""
+    assert [default_block_count(sum(MLP), ranks) for ranks in range(1, 9)] == [
+        8,
+        8,
+        9,
+        8,
+        10,
+        12,
+        14,
+        8,
+    ]
+    assert resolve_blocks(None, MLP, 4) == resolve_blocks(None, MLP, 1) == balanced_pieces(MLP, 8)

@@ -13,6 +13,8 @@ from mlbfgs.comm import Communicator
 
 # Uneven tensors (200 elements): blocks of different sizes, several tensors per block.
 SHAPES = [(7, 5), (13,), (3, 4, 2), (31,), (6, 6), (1,), (17, 3), (9,)]
+# The distributed example's MLP (64-256-256-10, 85,002 elements): eight default blocks.
+MLP_SHAPES = [(256, 64), (256,), (256, 256), (256,), (10, 256), (10,)]
 STEPS = 30
 SETTINGS: dict[str, Any] = {"history_size": 4, "update_every": 3, "lr": 0.05}
 CHECKPOINT_STEPS = (12, 12)  # steps before the save, steps after it

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from problem import (
     CHECKPOINT_STEPS,
+    MLP_SHAPES,
     SETTINGS,
     SHAPES,
     STEPS,
@@ -82,6 +83,21 @@ class Checks(TorchChecks):
         self.bitwise(None, average=False)
         opt = mlbfgs.MLBFGS(initial_params(), comm=self.comm, **SETTINGS)
         assert len(opt.layouts) == self.size and len(opt.owned) == 1, opt.assignment
+
+    def default_blocks_model(self) -> None:
+        """``blocks=None`` on p ranks against one process at its own defaults, each rank
+        fed the same gradients: per problem, (blocks on p ranks, blocks on one process,
+        bitwise equal parameters). The MLP's eight blocks are a property of the model; the
+        200-element problem is one block on one process and one block per rank here."""
+        equal = {}
+        for name, shapes in (("85,002 elements", MLP_SHAPES), ("200 elements", SHAPES)):
+            params = initial_params(np.float32, shapes)
+            opt = run(self.comm, params, STEPS, gradient, average_grads=False)
+            ref = initial_params(np.float32, shapes)
+            ref_opt = run(SingleProcessComm(), ref, STEPS, gradient)
+            same = all(np.array_equal(a, b) for a, b in zip(params, ref, strict=True))
+            equal[name] = [len(opt.layouts), len(ref_opt.layouts), same]
+        self.report["default_blocks_equal"] = equal
 
     def averaged(self) -> None:
         """Different local gradients == one process fed their mean (float tolerance)."""
@@ -256,6 +272,7 @@ def main() -> None:
     # MPIComm and TorchComm end the job on an uncaught exception (tests/checkpoint/test_faults.py).
     checks.report["exit_hook"] = sys.excepthook is not sys.__excepthook__
     checks.check("default_blocks", checks.default_blocks)
+    checks.check("default_blocks_model", checks.default_blocks_model)
     checks.check("more_blocks_than_ranks", lambda: checks.bitwise(6, average=False))
     checks.check("explicit_blocks", lambda: checks.bitwise([[7, 0], [1, 2, 3], [5], [4, 6]], False))
     checks.check("same_grads_averaged", lambda: checks.bitwise(5, average=True))
