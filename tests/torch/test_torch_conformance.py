@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import warnings
 from typing import Any
 
 import pytest
@@ -188,6 +189,63 @@ def test_distributed_checkpoint_helpers_round_trip() -> None:
     dcp.set_optimizer_state_dict(twin, opt2, saved)
     assert opt2.engines[0].step_count == 8
     continue_both((model, opt), (twin, opt2))
+
+
+SPLIT = [[[0, 0, 12]], [[0, 12, 30], 1], [2, 3]]  # block 1 starts inside param 0
+
+
+@pytest.mark.parametrize(
+    ("steps", "options"),
+    [
+        (8, {}),
+        (1, {}),  # no snapshot yet
+        (0, {}),  # nothing but the history
+        (8, {"momentum": 0.0}),  # never a heavy-ball buffer
+        (8, {"h0": "adam"}),  # second_moment
+        (8, {"blocks": SPLIT}),  # a parameter split across blocks
+    ],
+    ids=["steps8", "steps1", "steps0", "momentum0", "adam", "split"],
+)
+def test_dcp_save_and_load_into_a_fresh_optimizer_continues_bitwise(
+    steps: int, options: dict[str, Any], tmp_path: Any
+) -> None:
+    """The DCP resume users write (get_optimizer_state_dict, dcp.save; a fresh model and
+    optimizer; dcp.load into their state dicts, set_optimizer_state_dict), on one process
+    without a process group: DCP fills only the keys the fresh optimizer lays out, so
+    every entry must be there from the start. (Before, set_optimizer_state_dict raised
+    "Missing optimizer state for parameter '0.bias'", and with strict=False the averages
+    and heavy-ball buffer were silently dropped.)"""
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    helpers = pytest.importorskip("torch.distributed.checkpoint.state_dict")
+    hyper = {**HYPER, **options}
+    data = batches(steps + 8)
+    model = make_model()
+    opt = mt.MLBFGS(model.parameters(), lr=0.05, **hyper)
+    train(model, opt, data[:steps])
+    saved = {
+        "model": helpers.get_model_state_dict(model),
+        "optim": helpers.get_optimizer_state_dict(model, opt),
+    }
+    with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save(saved, checkpoint_id=str(tmp_path))
+    expected = opt.engines[0].state_dict()  # copies
+    train(model, opt, data[steps:])  # the run that never stopped
+    twin = make_model(seed=7)
+    opt2 = mt.MLBFGS(twin.parameters(), lr=0.05, **hyper)
+    loaded = {
+        "model": helpers.get_model_state_dict(twin),
+        "optim": helpers.get_optimizer_state_dict(twin, opt2),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(loaded, checkpoint_id=str(tmp_path))
+    helpers.set_model_state_dict(twin, loaded["model"])
+    helpers.set_optimizer_state_dict(twin, opt2, loaded["optim"])
+    assert opt2.engines[0].step_count == steps
+    assert_same_state(opt2.engines[0].state_dict(), expected)
+    train(twin, opt2, data[steps:])
+    assert_same(model, twin)
 
 
 # -- the step -----------------------------------------------------------------------------
