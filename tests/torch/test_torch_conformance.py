@@ -248,6 +248,24 @@ def test_dcp_save_and_load_into_a_fresh_optimizer_continues_bitwise(
     assert_same(model, twin)
 
 
+def test_a_state_dict_without_block_present_still_loads() -> None:
+    """State dicts saved before ``block.present`` (absent vectors absent, no zeros) load
+    by what they hold."""
+    model, opt = trained(steps=1, momentum=0.0)  # no snapshot, no heavy-ball buffer
+    saved = copy.deepcopy(opt.state_dict())
+    absent = {"averages.snapshot_theta", "averages.snapshot_grad", "momentum_buffer"}
+    for entries in saved["state"].values():
+        assert entries.pop("block.present", None) in (None, [0, 1])
+        for name in absent:
+            assert not entries.pop(name).any()  # the placeholders
+    twin = make_model(seed=7)
+    twin.load_state_dict(model.state_dict())
+    opt2 = mt.MLBFGS(twin.parameters(), lr=0.05, **{**HYPER, "momentum": 0.0})
+    opt2.load_state_dict(saved)
+    assert_same_state(opt2.engines[0].state_dict(), opt.engines[0].state_dict())
+    continue_both((model, opt), (twin, opt2))
+
+
 # -- the step -----------------------------------------------------------------------------
 
 
