@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import io
 import pickle
-import warnings
 from typing import Any
 
 import pytest
@@ -206,6 +205,7 @@ SPLIT = [[[0, 0, 12]], [[0, 12, 30], 1], [2, 3]]  # block 1 starts inside param 
     ],
     ids=["steps8", "steps1", "steps0", "momentum0", "adam", "split"],
 )
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")  # one process
 def test_dcp_save_and_load_into_a_fresh_optimizer_continues_bitwise(
     steps: int, options: dict[str, Any], tmp_path: Any
 ) -> None:
@@ -226,9 +226,7 @@ def test_dcp_save_and_load_into_a_fresh_optimizer_continues_bitwise(
         "model": helpers.get_model_state_dict(model),
         "optim": helpers.get_optimizer_state_dict(model, opt),
     }
-    with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.save(saved, checkpoint_id=str(tmp_path))
+    dcp.save(saved, checkpoint_id=str(tmp_path))
     expected = opt.engines[0].state_dict()  # copies
     train(model, opt, data[steps:])  # the run that never stopped
     twin = make_model(seed=7)
@@ -237,9 +235,7 @@ def test_dcp_save_and_load_into_a_fresh_optimizer_continues_bitwise(
         "model": helpers.get_model_state_dict(twin),
         "optim": helpers.get_optimizer_state_dict(twin, opt2),
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load(loaded, checkpoint_id=str(tmp_path))
+    dcp.load(loaded, checkpoint_id=str(tmp_path))
     helpers.set_model_state_dict(twin, loaded["model"])
     helpers.set_optimizer_state_dict(twin, opt2, loaded["optim"])
     assert opt2.engines[0].step_count == steps
