@@ -10,12 +10,14 @@ With one process nothing is communicated and no flat buffer is allocated.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any, TypeVar
 
 from array_api_compat import device
 
 from ..comm import Communicator
+from ..core.config import MLBFGSConfig
 from ..core.types import Array, Namespace
 from .assignment import assign_blocks, rank_counts
 from .layout import BlockLayout
@@ -74,6 +76,33 @@ def construct_together(comm: Communicator, build: Callable[[], dict[str, Any]]) 
             "ranks disagree on the optimizer set-up (every rank must build MLBFGS with the "
             "same configuration and parameter shapes): " + "; ".join(problems)
         )
+
+
+def fingerprint(
+    config: MLBFGSConfig,
+    lr: object,
+    settings: Mapping[str, Any],
+    xp: Namespace,
+    params: Sequence[Array],
+    layouts: Sequence[BlockLayout],
+) -> dict[str, Any]:
+    """What every rank must agree on, for :func:`construct_together` to compare: the
+    hyperparameters, ``lr`` (or that it is a callable), the engine's ``settings``, the array
+    library and the parameters; with ``settings["sharded"]`` not their shapes or blocks
+    (shards, and so their blocks, may differ in shape from rank to rank)."""
+    result = {
+        **dataclasses.asdict(config),
+        "lr": lr if isinstance(lr, float) else "callable",
+        **settings,
+        "array_library": getattr(xp, "__name__", repr(xp)),
+        "parameter_count": len(params),
+        "shapes": [tuple(int(d) for d in p.shape) for p in params],
+        "dtypes": [str(p.dtype) for p in params],
+        "blocks": [list(layout.pieces) for layout in layouts],
+    }
+    if settings.get("sharded"):
+        del result["shapes"], result["blocks"]
+    return result
 
 
 def _short(value: object, limit: int = 120) -> str:

@@ -9,7 +9,6 @@ reduce-scatter and one all-gather per step; docs/design.md section 5).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,16 +34,24 @@ from ..core.config import Hyperparameters, Preset
 from ..core.kernels import state_dtype
 from ..core.pieces import Piece, resolve_blocks
 from ..core.types import Array
-from .distributed import BlockExchange, construct_together
+from .distributed import BlockExchange, construct_together, fingerprint
 from .guard import Guard, exclusive
 from .layout import BlockLayout, numel
 from .loading import LoadedState, read_state, structure
 from .nonfinite import NonFiniteGradientError, certify
 from .nonfinite import describe as describe_nonfinite
-from .report import block_report
+from .report import block_report, history_bytes
 from .shards import ShardExchange
 from .state import FORMAT_VERSION, encode_block
-from .validation import LearningRate, check_grads, check_lr, check_params, history_storage, lr_at
+from .validation import (
+    LearningRate,
+    check_grads,
+    check_lr,
+    check_options,
+    check_params,
+    history_storage,
+    lr_at,
+)
 
 __all__ = ["FORMAT_VERSION", "MLBFGS", "NonFiniteGradientError", "PreparedStep"]
 NonFinitePolicy = Literal["skip", "raise"]
@@ -127,14 +134,7 @@ class MLBFGS:
             self.lr = check_lr(lr)
             self.config = MLBFGSConfig.from_preset(preset, **hyperparameters)
             self._history_dtype = history_storage(self._xp, self.config.history_dtype)
-            if on_nonfinite not in ("skip", "raise"):
-                raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
-            if not isinstance(average_grads, bool) or not isinstance(sharded, bool):
-                raise TypeError(
-                    f"average_grads, sharded must be bools: {average_grads!r}, {sharded!r}"
-                )
-            if sharded and average_grads:
-                raise ValueError("sharded=True needs average_grads=False (shards differ by rank)")
+            check_options(on_nonfinite, average_grads, sharded)
             self._sharded = sharded
             self.on_nonfinite: NonFinitePolicy = on_nonfinite
             self.average_grads = average_grads
@@ -179,24 +179,14 @@ class MLBFGS:
         return self._exchange.owned
 
     def _fingerprint(self) -> dict[str, Any]:
-        """What every rank must agree on; compared across ranks at construction (shards,
-        and so their blocks, may differ in shape from rank to rank)."""
-        fingerprint = {
-            **dataclasses.asdict(self.config),
-            "lr": self.lr if isinstance(self.lr, float) else "callable",
+        """What every rank must agree on (``distributed.fingerprint``)."""
+        settings = {
             "average_grads": self.average_grads,
             "on_nonfinite": self.on_nonfinite,
             "world_size": self.comm.size,
             "sharded": self._sharded,
-            "array_library": getattr(self._xp, "__name__", repr(self._xp)),
-            "parameter_count": len(self.params),
-            "shapes": [tuple(int(d) for d in p.shape) for p in self.params],
-            "dtypes": [str(p.dtype) for p in self.params],
-            "blocks": [list(layout.pieces) for layout in self.layouts],
         }
-        if self._sharded:
-            del fingerprint["shapes"], fingerprint["blocks"]
-        return fingerprint
+        return fingerprint(self.config, self.lr, settings, self._xp, self.params, self.layouts)
 
     @property
     def assignment(self) -> list[list[int]]:
@@ -205,11 +195,7 @@ class MLBFGS:
 
     def history_bytes(self) -> int:
         """Bytes of curvature history (pairs, Gram matrices, scales) held by this rank."""
-        total = 0
-        for block in self._blocks.values():
-            for array in block.history.arrays():
-                total += numel(array.shape) * _itemsize(self._xp, array)
-        return total
+        return history_bytes(self._xp, self._blocks.values())
 
     def _fresh_block(self, layout: BlockLayout) -> BlockState:
         first = self.params[layout.indices[0]]
@@ -403,8 +389,3 @@ class MLBFGS:
     def adopt_state(self, loaded: LoadedState) -> None:
         """Make a state :meth:`check_state` returned this optimizer's own (cannot fail)."""
         self._exchange, self._blocks, self._step = loaded.exchange, loaded.blocks, loaded.step
-
-
-def _itemsize(xp: Any, array: Array) -> int:
-    """Bytes per element of a floating-point array of any array-API library."""
-    return int(xp.finfo(array.dtype).bits) // 8

@@ -1,4 +1,5 @@
-"""``MLBFGS.stats()``: what each block's curvature did, and a warning when it cannot work.
+"""``MLBFGS.stats()``: what each block's curvature did, and a warning when it cannot work;
+``MLBFGS.history_bytes()``.
 
 Pairs can be pushed, accepted and damped with healthy-looking ``mu`` and ``tau`` and still
 be rounding noise: when the parameter average of Eq (5) stops moving because its
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..core import BlockState
+from ..core.types import Array, Namespace
+from .layout import numel
 
 STALLED_WARNING = 0.05
 """``stats()`` warns when more than this share of a block's parameter average stalled.
@@ -59,3 +62,17 @@ def block_report(blocks: Mapping[int, BlockState]) -> list[dict[str, Any]]:
             stacklevel=3,
         )
     return result
+
+
+def history_bytes(xp: Namespace, blocks: Iterable[BlockState]) -> int:
+    """Bytes of curvature history (pairs, Gram matrices, scales) of ``blocks``."""
+    total = 0
+    for block in blocks:
+        for array in block.history.arrays():
+            total += numel(array.shape) * _itemsize(xp, array)
+    return total
+
+
+def _itemsize(xp: Namespace, array: Array) -> int:
+    """Bytes per element of a floating-point array of any array-API library."""
+    return int(xp.finfo(array.dtype).bits) // 8

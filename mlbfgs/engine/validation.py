@@ -51,6 +51,16 @@ def check_params(params: object) -> tuple[list[Array], Namespace]:
     return arrays, xp
 
 
+def check_options(on_nonfinite: object, average_grads: object, sharded: object) -> None:
+    """The engine's policy and its two switches (``sharded`` excludes averaging)."""
+    if on_nonfinite not in ("skip", "raise"):
+        raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {on_nonfinite!r}")
+    if not isinstance(average_grads, bool) or not isinstance(sharded, bool):
+        raise TypeError(f"average_grads, sharded must be bools: {average_grads!r}, {sharded!r}")
+    if sharded and average_grads:
+        raise ValueError("sharded=True needs average_grads=False (shards differ by rank)")
+
+
 def check_grads(grads: object, params: Sequence[Array], xp: Namespace) -> list[Array]:
     """Gradients that match the parameters in count, kind, shape, dtype and device."""
     if is_array_api_obj(grads) or not isinstance(grads, Sequence):

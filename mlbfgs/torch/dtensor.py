@@ -43,7 +43,7 @@ import torch
 from ..comm import Communicator, SingleProcessComm
 from ..engine import MLBFGS
 from ..engine.state import VECTORS
-from .state import BLOCK, GROUP, param_state
+from .state import BLOCK, GROUP, PRESENT, param_state, vector_names
 
 SHARDS = "shards"
 _RESHARD = (
@@ -171,10 +171,6 @@ def local_grad(p: torch.Tensor, group: int, index: int) -> torch.Tensor:
     return grad.to_local().detach()
 
 
-def _vector_names(engine: MLBFGS) -> list[str]:
-    return [n for n in VECTORS if n != "second_moment" or engine.config.h0 == "adam"]
-
-
 def _wrap(local: torch.Tensor, p: Any, lead: tuple[int, ...] = ()) -> Any:
     """``local`` as the DTensor it is a shard of: placed like ``p``, with ``lead`` extra
     leading dimensions (which no placement shards)."""
@@ -192,26 +188,22 @@ def sharded_param_state(
     engine: MLBFGS, sharding: Sharding, params: Sequence[torch.Tensor], flat: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """Per parameter of the group, its state (layout in the module docstring)."""
-    local = param_state(engine, flat)
-    names = _vector_names(engine)
+    local = param_state(engine, flat)  # with placeholders of absent vectors
+    names = vector_names(engine)
     state: list[dict[str, Any]] = [{} for _ in params]
     blocks = {}
     for b, layout in enumerate(engine.layouts):
         head = local[layout.pieces[0][0]]
         small = {k[len(BLOCK) :]: v for k, v in head.items() if k.startswith(BLOCK)}
         pairs = small.pop("history.pairs")
-        small["vectors"] = [n for n in names if f"block{b}.{n}" in flat]
+        small["vectors"] = [VECTORS[k] for k in small.pop(PRESENT)]
         blocks[str(b)] = small
         offset, rows = 0, int(pairs.shape[0])
         for (i, start, stop), shape in zip(layout.pieces, layout.shapes, strict=True):
             columns = pairs[:, offset : offset + stop - start].reshape(rows, *shape)
             state[i]["history.pairs"] = _wrap(columns, params[i], (rows,))
             for name in names:
-                vector = local[i].get(name)
-                if vector is None:  # a placeholder, so that a fresh optimizer has every key
-                    vector = torch.zeros(shape, dtype=columns.dtype, device=columns.device)
-                    vector = vector.to(engine.params[i].dtype)
-                state[i][name] = _wrap(vector, params[i])
+                state[i][name] = _wrap(local[i][name], params[i])
             offset += stop - start
     mine = {
         "partition": local[0][GROUP + "partition"],

@@ -27,7 +27,6 @@ of it in one graph aliased the copy (every curvature pair was then rejected).
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -41,17 +40,20 @@ from ..engine.guard import exclusive
 from ..engine.optimizer import NonFinitePolicy
 from ..engine.validation import check_lr
 from . import dtensor
+from .checks import (
+    CONFIG_KEYS,
+    STRUCTURAL_KEYS,
+    as_float,
+    check_saved_groups,
+    dense_grad,
+    group_inputs,
+)
 from .state import engine_state, gather_every_rank, param_state, uncast_state
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["MLBFGS"]
-
-# Group hyperparameters handed to the engine's configuration at every step.
-_CONFIG_KEYS = tuple(field.name for field in dataclasses.fields(MLBFGSConfig))
-# Fixed once the engine exists: they shape its state.
-_STRUCTURAL_KEYS = ("history_size", "blocks", "history_dtype", "h0")
 
 
 class MLBFGS(torch.optim.Optimizer):
@@ -92,7 +94,7 @@ class MLBFGS(torch.optim.Optimizer):
     ) -> None:
         if callable(lr):
             raise TypeError("lr must be a number; use torch.optim.lr_scheduler for schedules")
-        check_lr(_as_float(lr))
+        check_lr(as_float(lr))
         if not isinstance(maximize, bool) or not isinstance(full_state_dict, bool):
             raise TypeError(
                 f"maximize and full_state_dict must be bools, got {maximize!r}, {full_state_dict!r}"
@@ -101,7 +103,7 @@ class MLBFGS(torch.optim.Optimizer):
         config = MLBFGSConfig.from_preset(preset, **hyperparameters)
         defaults = {
             "lr": lr,
-            **{key: getattr(config, key) for key in _CONFIG_KEYS},
+            **{key: getattr(config, key) for key in CONFIG_KEYS},
             "blocks": blocks,
             "maximize": maximize,
         }
@@ -111,7 +113,7 @@ class MLBFGS(torch.optim.Optimizer):
         self._full_state_dict = full_state_dict
         self._engines: list[engine_module.MLBFGS] = []
         self._shardings: list[dtensor.Sharding | None] = []  # per group: DTensors' layout
-        self._structure: list[dict[str, Any]] = []  # each engine's _STRUCTURAL_KEYS values
+        self._structure: list[dict[str, Any]] = []  # each engine's STRUCTURAL_KEYS values
         super().__init__(params, defaults)
         # Ours run first: later hooks see the whole state, and the engines adopt a loaded
         # state before anything can read it.
@@ -130,7 +132,7 @@ class MLBFGS(torch.optim.Optimizer):
             raise
         self._engines.append(engine)
         self._shardings.append(sharding)
-        self._structure.append(copy.deepcopy({key: group[key] for key in _STRUCTURAL_KEYS}))
+        self._structure.append(copy.deepcopy({key: group[key] for key in STRUCTURAL_KEYS}))
 
     def _build_engine(
         self, group: dict[str, Any], index: int
@@ -139,10 +141,10 @@ class MLBFGS(torch.optim.Optimizer):
             if not p.is_floating_point():
                 raise TypeError(f"param {i} of a group has dtype {p.dtype}; needs floating point")
         options = {
-            "lr": check_lr(_as_float(group["lr"])),
+            "lr": check_lr(as_float(group["lr"])),
             "blocks": group["blocks"],
             "on_nonfinite": self._on_nonfinite,
-            **{key: group[key] for key in _CONFIG_KEYS},
+            **{key: group[key] for key in CONFIG_KEYS},
         }
         sharding = dtensor.sharding_of(group["params"], index, self._comm, group["blocks"])
         if sharding is not None:  # FSDP2 / tensor parallelism: blocks of this rank's shards
@@ -154,35 +156,6 @@ class MLBFGS(torch.optim.Optimizer):
         return engine, None
 
     # -- the step -------------------------------------------------------------------------
-
-    def _engine_inputs(self, index: int) -> tuple[MLBFGSConfig, float, list[torch.Tensor]]:
-        """Group ``index``'s current hyperparameters and tensors, checked; changes nothing."""
-        group, engine = self.param_groups[index], self._engines[index]
-        for key, built in self._structure[index].items():
-            if group[key] != built:
-                raise ValueError(
-                    f"param_groups[{index}][{key!r}] changed from {built!r} to {group[key]!r}; "
-                    "it is fixed when the optimizer is built"
-                )
-        try:
-            config = MLBFGSConfig(**{key: group[key] for key in _CONFIG_KEYS})
-            lr = check_lr(_as_float(group["lr"]))
-            if callable(lr):
-                raise TypeError("lr must be a number; use torch.optim.lr_scheduler for schedules")
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"param_groups[{index}]: {error}") from None
-        # Fresh views each step: ``model.to(...)`` may have swapped a parameter's storage.
-        views = [p.detach() for p in group["params"]]
-        if self._shardings[index] is not None:
-            views = dtensor.local_views(group["params"])
-        for i, (view, old) in enumerate(zip(views, engine.params, strict=True)):
-            if view.device != old.device or view.dtype != old.dtype:
-                raise ValueError(
-                    f"param_groups[{index}] param {i} moved from {old.dtype} on {old.device} "
-                    f"to {view.dtype} on {view.device} after the optimizer was built; move the "
-                    "model first, or rebuild the optimizer and load its state_dict"
-                )
-        return config, lr, views
 
     @torch.compiler.disable  # see the module docstring
     @torch.no_grad()
@@ -208,7 +181,12 @@ class MLBFGS(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        inputs = [self._engine_inputs(index) for index in range(len(self.param_groups))]
+        inputs = [
+            group_inputs(index, group, engine, structure, sharding is not None)
+            for index, (group, engine, structure, sharding) in enumerate(
+                zip(self.param_groups, self._engines, self._structure, self._shardings, strict=True)
+            )
+        ]
         # With several ranks every group takes part in every step's collectives, even one
         # whose gradients are all missing on this rank (it then contributes zeros).
         distributed = self._comm is not None and self._comm.size > 1
@@ -216,7 +194,7 @@ class MLBFGS(torch.optim.Optimizer):
         for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
             if not distributed and all(p.grad is None for p in group["params"]):
                 continue
-            local = dtensor.local_grad if self._shardings[index] is not None else _dense
+            local = dtensor.local_grad if self._shardings[index] is not None else dense_grad
             grads: list[torch.Tensor | None] = [
                 None if p.grad is None else local(p, index, i)
                 for i, p in enumerate(group["params"])
@@ -299,7 +277,7 @@ class MLBFGS(torch.optim.Optimizer):
                 engine, sharding = self._build_engine(group, index)
                 self._engines.append(engine)
                 self._shardings.append(sharding)
-                self._structure.append(copy.deepcopy({k: group[k] for k in _STRUCTURAL_KEYS}))
+                self._structure.append(copy.deepcopy({k: group[k] for k in STRUCTURAL_KEYS}))
             self._adopt_loaded_state()
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -344,21 +322,7 @@ class MLBFGS(torch.optim.Optimizer):
                 that fails the engine's checks, named by ``param_groups[i]``. Everything is
                 checked before anything changes: a failed load leaves the optimizer as it was.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        saved_groups = state_dict.get("param_groups", [])
-        for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=False)):
-            for key in _STRUCTURAL_KEYS:
-                if key not in saved:
-                    raise KeyError(
-                        f"state_dict param_groups[{index}] has no {key!r}; is it from "
-                        "mlbfgs.torch.MLBFGS?"
-                    )
-                if saved[key] != group[key]:
-                    raise ValueError(
-                        f"state_dict param_groups[{index}][{key!r}] is {saved[key]!r}, "
-                        f"this optimizer has {group[key]!r}"
-                    )
+        check_saved_groups(self.param_groups, state_dict)
         engines_backup = [engine.state_dict() for engine in self._engines]
         groups_backup = [dict(group) for group in self.param_groups]
         # torch casts every saved tensor to its parameter's dtype: the float32 state of
@@ -398,22 +362,3 @@ def _gather_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) 
 def _adopt_loaded_state(optimizer: torch.optim.Optimizer) -> None:
     assert isinstance(optimizer, MLBFGS)
     optimizer._adopt_loaded_state()
-
-
-def _as_float(value: object) -> object:
-    """A one-element tensor's value (schedulers may store ``lr`` as a tensor), else ``value``."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"lr must be a number, got a tensor of shape {tuple(value.shape)}")
-        return value.item()
-    return value
-
-
-def _dense(p: torch.Tensor, group: int, index: int) -> torch.Tensor:
-    grad = p.grad
-    assert grad is not None
-    if grad.is_sparse:
-        raise RuntimeError(
-            f"param_groups[{group}] param {index} has a sparse gradient; mL-BFGS needs dense ones"
-        )
-    return grad.detach()

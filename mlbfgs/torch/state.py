@@ -7,15 +7,22 @@ the parameters' dtype and device, ``copy.deepcopy``, pickling, and
 
 - under every parameter: its slices of the block's vectors (``averages.theta``,
   ``averages.grad``, ``averages.snapshot_theta``, ``averages.snapshot_grad``,
-  ``momentum_buffer``), shaped like the parameter; a parameter split across blocks
-  (several ranks) has flat slices ``name@start`` instead, one per piece;
+  ``momentum_buffer``, and ``second_moment`` with ``h0="adam"``), shaped like the
+  parameter; a parameter split across blocks (several ranks) has flat slices
+  ``name@start`` instead, one per piece. All of them always, zeros where the block has
+  no such vector yet (before the first step, the first boundary, without momentum):
+  ``torch.distributed.checkpoint`` loads only the keys of the state it loads into,
+  which a fresh optimizer lays out;
 - under the first parameter of each block: ``block.history.pairs`` (cast on load like
   every tensor; a half-precision history is narrowed back exactly,
   ``mlbfgs/engine/state.py``), the Gram matrices ``block.history.s_dot_y`` /
   ``block.history.y_dot_y`` and the rows' scales ``block.history.scales`` as lists of
   floats (they are float64 whatever the parameters' dtype, and ``load_state_dict``
-  would cast a tensor), the slot order ``block.history.order`` and the counters
-  ``block.stats.*`` (``block@start.*`` when the block starts inside that parameter);
+  would cast a tensor), the slot order ``block.history.order``, the counters
+  ``block.stats.*`` and ``block.present``, the indices in ``mlbfgs.engine.state.VECTORS``
+  of the vectors the block holds (``block@start.*`` when the block starts inside that
+  parameter); a state without ``block.present`` (saved before it existed) holds the
+  vectors present and no others;
 - under the first parameter of the group: ``group.step`` and ``group.partition`` (the
   blocks, as lists of ``[index, start, stop]`` pieces within the group).
 
@@ -38,6 +45,9 @@ from ..engine.state import FORMAT_VERSION, VECTORS
 
 GROUP = "group."
 BLOCK = "block."
+PRESENT = "present"
+"""``block.present``: which vectors a block holds, as indices in ``VECTORS`` (a list of
+strings would not survive ``load_state_dict``, which rebuilds each ``str`` it casts)."""
 FLOAT64 = ("history.s_dot_y", "history.y_dot_y", "history.scales")
 """Kept as lists of floats: ``load_state_dict`` would cast a tensor to the parameters' dtype."""
 
@@ -47,32 +57,41 @@ def _block_prefix(piece: Sequence[int]) -> str:
     return BLOCK if piece[1] == 0 else f"block@{piece[1]}."
 
 
+def vector_names(engine: MLBFGS) -> list[str]:
+    """The vectors a block of ``engine`` may hold (``second_moment`` with ``h0="adam"``)."""
+    return [n for n in VECTORS if n != "second_moment" or engine.config.h0 == "adam"]
+
+
 def param_state(engine: MLBFGS, flat: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per parameter of the group, its state, from the engine's ``flat`` state dict
-    (``engine.state_dict(copy=False)``: the tensors returned are views of the engine's)."""
+    (``engine.state_dict(copy=False)``: the tensors returned are views of the engine's,
+    the placeholders of absent vectors fresh zeros)."""
     state: list[dict[str, Any]] = [{} for _ in engine.params]
     state[0][GROUP + "step"] = int(flat["step"])
     state[0][GROUP + "partition"] = [[list(p) for p in layout.pieces] for layout in engine.layouts]
+    names = vector_names(engine)
     for b in engine.owned:
         layout, prefix = engine.layouts[b], f"block{b}."
         head, head_prefix = state[layout.pieces[0][0]], _block_prefix(layout.pieces[0])
         for key, value in flat.items():
-            if not key.startswith(prefix):
-                continue
             name = key[len(prefix) :]
-            if name in VECTORS:
-                offset = 0
-                for (i, start, stop), shape in zip(layout.pieces, layout.shapes, strict=True):
-                    part = value[offset : offset + stop - start]
-                    if (start, stop) == (0, math.prod(shape)):  # the whole parameter
-                        state[i][name] = part.view(shape)
-                    else:
-                        state[i][f"{name}@{start}"] = part
-                    offset += stop - start
-            elif name in FLOAT64:
-                head[head_prefix + name] = value.tolist()
-            else:
-                head[head_prefix + name] = value
+            if not key.startswith(prefix) or name in VECTORS:
+                continue
+            head[head_prefix + name] = value.tolist() if name in FLOAT64 else value
+        head[head_prefix + PRESENT] = [VECTORS.index(n) for n in names if prefix + n in flat]
+        first = engine.params[layout.pieces[0][0]]
+        for name in names:
+            value = flat.get(prefix + name)
+            if value is None:  # a placeholder, so that a fresh optimizer has every key
+                value = torch.zeros(layout.numel, dtype=first.dtype, device=first.device)
+            offset = 0
+            for (i, start, stop), shape in zip(layout.pieces, layout.shapes, strict=True):
+                part = value[offset : offset + stop - start]
+                if (start, stop) == (0, math.prod(shape)):  # the whole parameter
+                    state[i][name] = part.view(shape)
+                else:
+                    state[i][f"{name}@{start}"] = part
+                offset += stop - start
     return state
 
 
@@ -103,21 +122,38 @@ def engine_state(
             raise KeyError(f"group.partition names parameters outside the group: {partition}")
         head, prefix = state[pieces[0][0]], _block_prefix(pieces[0])
         for key, value in head.items():
-            if not key.startswith(prefix):
-                continue
             name = key[len(prefix) :]
+            if not key.startswith(prefix) or name == PRESENT:
+                continue
             if name in FLOAT64:
                 value = torch.as_tensor(value, dtype=torch.float64, device=params[0].device)
             flat[f"block{b}." + name] = value
+        present = _present(head.get(prefix + PRESENT), prefix)
         for name in VECTORS:
             parts = [
                 state[i].get(name if (start, stop) == (0, params[i].numel()) else f"{name}@{start}")
                 for i, start, stop in pieces
             ]
-            present = [part for part in parts if part is not None]
-            if len(present) == len(parts):
-                flat[f"block{b}." + name] = torch.cat([part.reshape(-1) for part in present])
+            if present is not None and name in present and None in parts:
+                raise KeyError(f"{name} (listed in {prefix + PRESENT}) of block {b}")
+            whole = [part.reshape(-1) for part in parts if part is not None]
+            if len(whole) == len(parts) and (present is None or name in present):
+                flat[f"block{b}." + name] = torch.cat(whole)
     return flat
+
+
+def _present(value: Any, prefix: str) -> set[str] | None:
+    """The vectors named by a loaded ``block.present`` (``None``: a state saved before it
+    existed, whose vectors are those present)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(k, int) and not isinstance(k, bool) and 0 <= k < len(VECTORS) for k in value
+    ):
+        raise ValueError(
+            f"state {prefix + PRESENT!r} must list indices of {VECTORS}, got {value!r:.200}"
+        )
+    return {VECTORS[k] for k in value}
 
 
 def gather_every_rank(

@@ -160,11 +160,14 @@ class Checks:
         same_bits(list(model.parameters()), before, "after the refused step")
 
     def dcp_round_trip(self) -> None:
-        """DCP save at step 6, continue to 12; a fresh model and optimizer loaded from the
-        checkpoint continue bitwise the same."""
-        path = Path(self.args.out) / "dcp"
+        """DCP save at step 7, continue to 14; a fresh model and optimizer loaded from the
+        checkpoint continue bitwise the same (also with h0="adam": its second_moment)."""
+        self.dcp_once({}, Path(self.args.out) / "dcp", self.args.save)
+        self.dcp_once({"h0": "adam"}, Path(self.args.out) / "dcp-adam", None)
+
+    def dcp_once(self, options: dict[str, Any], path: Path, save: str | None) -> None:
         model = self.fsdp()
-        opt = mt.MLBFGS(model.parameters(), lr=0.1, **HYPER)
+        opt = mt.MLBFGS(model.parameters(), lr=0.1, **HYPER, **options)
 
         def steps(model: torch.nn.Module, opt: Any, first: int, last: int) -> None:
             for t in range(first, last + 1):
@@ -178,11 +181,11 @@ class Checks:
             "optim": get_optimizer_state_dict(model, opt),
         }
         dcp.save(state, checkpoint_id=str(path))
-        if self.args.save:
-            dcp.save(state, checkpoint_id=self.args.save)
+        if save:
+            dcp.save(state, checkpoint_id=save)
         steps(model, opt, 8, 14)
         model2 = self.fsdp(seed=5)
-        opt2 = mt.MLBFGS(model2.parameters(), lr=0.1, **HYPER)
+        opt2 = mt.MLBFGS(model2.parameters(), lr=0.1, **HYPER, **options)
         state2 = {
             "model": get_model_state_dict(model2),
             "optim": get_optimizer_state_dict(model2, opt2),
