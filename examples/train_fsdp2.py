@@ -1,7 +1,7 @@
 """FSDP2 training with mL-BFGS: each rank's curvature block is its own shards.
 
-    .venv/bin/torchrun --nproc-per-node 2 examples/train_fsdp2.py    # gloo on CPUs
-    .venv/bin/torchrun --nproc-per-node 8 examples/train_fsdp2.py    # NCCL, one GPU a rank
+    ./scripts/torchrun -n 2 examples/train_fsdp2.py    # gloo on CPUs
+    ./scripts/torchrun -n 8 examples/train_fsdp2.py    # NCCL, one GPU a rank
 
 ``fully_shard`` turns every parameter into a DTensor of which each rank holds a slice of
 rows; ``mlbfgs.torch.MLBFGS`` runs its step on those local slices (one curvature block

@@ -81,7 +81,7 @@ def check_python(args: list[str]) -> None:
 def check_script(name: str, args: list[str]) -> None:
     path = ROOT / "scripts" / name
     assert path.is_file() and path.stat().st_mode & 0o111, f"{path} is not executable"
-    if name == "mpirun":
+    if name in ("mpirun", "torchrun"):
         assert args[0] == "-n" and int(args[1]) >= 1
         check_python(args[2:])
     elif name == "demo":
