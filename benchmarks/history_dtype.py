@@ -147,7 +147,7 @@ def main() -> None:
     if "time" in parts:
         time_table()
     if "convergence" in parts:
-        compare(variants, args.jobs, "history_size")
+        compare(variants, args.jobs, "history")
 
 
 if __name__ == "__main__":
