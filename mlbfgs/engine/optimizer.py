@@ -88,7 +88,8 @@ class MLBFGS:
             elements, 8 from 65,536, one per 2^20 beyond 16.8M;
             ``mlbfgs.core.pieces.default_block_count``, docs/design.md section 3). On one
             process they cost little against one block (docs/distributed.md, *Blocks and
-            ranks*: within the seeds' spread on the suite's CNNs); ``1`` keeps one block.
+            ranks*: within the seeds' spread on the suite's CNNs, each block a few array
+            operations more per step); ``1`` keeps one block. With ``sharded``: one block.
             ``k``: k blocks of whole tensors balanced by size; or explicit lists of
             parameter indices or ``(index, start, stop)`` ranges.
         comm: ``None`` (one process) or a :mod:`mlbfgs.comm` communicator.
@@ -141,7 +142,9 @@ class MLBFGS:
             self._kernels = kernels_for(self._xp)
             self._default_blocks = blocks is None and not sharded  # shards: never adopted
             sizes = [numel(p.shape) for p in self.params]
-            self._use_partition(resolve_blocks(blocks, sizes, 1 if sharded else self.comm.size))
+            # Shards follow the sharding, not the model: one block a rank unless given.
+            given = 1 if sharded and blocks is None else blocks
+            self._use_partition(resolve_blocks(given, sizes, 1 if sharded else self.comm.size))
             return self._fingerprint()
 
         # Every rank builds; one small all-gather checks that all agree (never a hang).

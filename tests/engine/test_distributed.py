@@ -194,3 +194,13 @@ def test_default_blocks_split_tensors_to_balance_the_ranks() -> None:
         counts = [layout.numel for layout in opt.layouts]
         assert len(counts) == ranks and sum(counts) == sum(sizes)
         assert max(counts) - min(counts) <= 2, counts
+
+
+def test_shards_default_to_one_block_a_rank() -> None:
+    """``blocks=None`` is the model's own blocks (8 from 65,536 elements) for replicated
+    parameters, but one block of all a rank's shards with ``sharded=True``: FSDP's sharding,
+    not the model, sets those blocks (docs/distributed.md)."""
+    size = 70_000
+    replicated = mlbfgs.MLBFGS([np.zeros(size, np.float32)])
+    shards = mlbfgs.MLBFGS([np.zeros(size, np.float32)], sharded=True, average_grads=False)
+    assert (len(replicated.layouts), len(shards.layouts)) == (8, 1)
