@@ -97,12 +97,16 @@ def scaled_gamma(config: MLBFGSConfig) -> float | None:
     return 1.0 if config.h0 == "adam" else None
 
 
+def moment_steps(block: BlockState, t: int) -> int:
+    """k of Adam's bias correction at step t: the block's moments took every step but its
+    skipped ones."""
+    return t - block.stats.skipped_steps
+
+
 def delta_root(block: BlockState, t: int, config: MLBFGSConfig, xp: Namespace) -> Array:
-    """``h0="adam"``'s ``D^{1/2}`` at step t; the block's moments have taken every step
-    but its skipped ones."""
+    """``h0="adam"``'s ``D^{1/2}`` at step t."""
     assert block.second_moment is not None
-    steps = t - block.stats.skipped_steps
-    correction = bias_correction(config.adam_beta2, steps)
+    correction = bias_correction(config.adam_beta2, moment_steps(block, t))
     return root_of_delta(xp, block.second_moment, correction, config.adam_eps)
 
 
@@ -157,14 +161,8 @@ def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Ker
     else:  # line 6, Eq (5)
         block.averages.update(item.theta, g, config.hessian_momentum, kernels, config.averaging)
     root = None
-    if config.h0 == "adam":
-        block.second_moment = update_moment(block.second_moment, g * g, config.adam_beta2, kernels)
-        block.momentum_buffer = update_moment(block.momentum_buffer, g, config.momentum, kernels)
-        root = delta_root(block, t, config, kernels.xp)
-        first_moment = block.momentum_buffer / bias_correction(
-            config.momentum, t - block.stats.skipped_steps
-        )
-        g = root * first_moment  # D^{1/2} m^: the input where H_0 is the identity
+    if config.h0 == "adam":  # g becomes D^{1/2} m^, the input where H_0 is the identity
+        root, g = adam_input(block, g, t, config, kernels)
     projection = item.projection
     if config.pair_timing == "before_step" and is_boundary(t, config):
         update_curvature(block, item.theta, item.g, t, config, kernels)
@@ -183,6 +181,18 @@ def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Ker
     if root is not None:
         d *= root
     return Direction(first_order, first_order_sq, d)
+
+
+def adam_input(
+    block: BlockState, g: Array, t: int, config: MLBFGSConfig, kernels: Kernels
+) -> tuple[Array, Array]:
+    """``h0="adam"``: update Adam's moments m and v in place; return ``D^{1/2}`` and
+    ``D^{1/2} m^`` (``core/initial_matrix.py``)."""
+    block.second_moment = update_moment(block.second_moment, g * g, config.adam_beta2, kernels)
+    block.momentum_buffer = update_moment(block.momentum_buffer, g, config.momentum, kernels)
+    root = delta_root(block, t, config, kernels.xp)
+    correction = bias_correction(config.momentum, moment_steps(block, t))
+    return root, root * (block.momentum_buffer / correction)
 
 
 def block_update(
