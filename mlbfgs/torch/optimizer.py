@@ -39,7 +39,6 @@ from ..core.config import Hyperparameters, MLBFGSConfig, Preset
 from ..engine.guard import exclusive
 from ..engine.optimizer import NonFinitePolicy
 from ..engine.validation import check_lr
-from . import dtensor
 from .checks import (
     CONFIG_KEYS,
     STRUCTURAL_KEYS,
@@ -47,6 +46,16 @@ from .checks import (
     check_saved_groups,
     dense_grad,
     group_inputs,
+)
+from .dtensor import (
+    SHARDS,
+    Sharding,
+    build_engine,
+    local_entries,
+    local_grad,
+    merge_shards,
+    sharded_param_state,
+    sharding_of,
 )
 from .state import engine_state, gather_every_rank, param_state, uncast_state
 
@@ -112,7 +121,7 @@ class MLBFGS(torch.optim.Optimizer):
         self._on_nonfinite = on_nonfinite
         self._full_state_dict = full_state_dict
         self._engines: list[engine_module.MLBFGS] = []
-        self._shardings: list[dtensor.Sharding | None] = []  # per group: DTensors' layout
+        self._shardings: list[Sharding | None] = []  # per group: DTensors' layout
         self._structure: list[dict[str, Any]] = []  # each engine's STRUCTURAL_KEYS values
         super().__init__(params, defaults)
         # Ours run first: later hooks see the whole state, and the engines adopt a loaded
@@ -136,7 +145,7 @@ class MLBFGS(torch.optim.Optimizer):
 
     def _build_engine(
         self, group: dict[str, Any], index: int
-    ) -> tuple[engine_module.MLBFGS, dtensor.Sharding | None]:
+    ) -> tuple[engine_module.MLBFGS, Sharding | None]:
         for i, p in enumerate(group["params"]):
             if not p.is_floating_point():
                 raise TypeError(f"param {i} of a group has dtype {p.dtype}; needs floating point")
@@ -146,9 +155,9 @@ class MLBFGS(torch.optim.Optimizer):
             "on_nonfinite": self._on_nonfinite,
             **{key: group[key] for key in CONFIG_KEYS},
         }
-        sharding = dtensor.sharding_of(group["params"], index, self._comm, group["blocks"])
+        sharding = sharding_of(group["params"], index, self._comm, group["blocks"])
         if sharding is not None:  # FSDP2 / tensor parallelism: blocks of this rank's shards
-            return dtensor.build_engine(group["params"], sharding, **options), sharding
+            return build_engine(group["params"], sharding, **options), sharding
         params = [p.detach() for p in group["params"]]
         engine = engine_module.MLBFGS(
             params, comm=self._comm, average_grads=self._average_grads, **options
@@ -194,7 +203,7 @@ class MLBFGS(torch.optim.Optimizer):
         for index, (group, engine) in enumerate(zip(self.param_groups, self._engines, strict=True)):
             if not distributed and all(p.grad is None for p in group["params"]):
                 continue
-            local = dtensor.local_grad if self._shardings[index] is not None else dense_grad
+            local = local_grad if self._shardings[index] is not None else dense_grad
             grads: list[torch.Tensor | None] = [
                 None if p.grad is None else local(p, index, i)
                 for i, p in enumerate(group["params"])
@@ -241,7 +250,7 @@ class MLBFGS(torch.optim.Optimizer):
                 if sharding is None:
                     state = param_state(engine, flat)
                 else:
-                    state = dtensor.sharded_param_state(engine, sharding, group["params"], flat)
+                    state = sharded_param_state(engine, sharding, group["params"], flat)
                 for p, entries in zip(group["params"], state, strict=True):
                     if entries:
                         layout[p] = entries
@@ -299,7 +308,7 @@ class MLBFGS(torch.optim.Optimizer):
         for group, sharding in zip(self.param_groups, self._shardings, strict=True):
             if sharding is not None:  # its small per-rank state, merged (module dtensor)
                 entries = state_dict["state"][first]
-                entries[dtensor.SHARDS] = dtensor.merge_shards(sharding, entries[dtensor.SHARDS])
+                entries[SHARDS] = merge_shards(sharding, entries[SHARDS])
             first += len(group["params"])
         if self._comm is None or self._comm.size == 1 or not self._full_state_dict:
             return state_dict
@@ -348,7 +357,7 @@ class MLBFGS(torch.optim.Optimizer):
                 entries = [{**loaded.get(p, {}), **uncast.get(p, {})} for p in group["params"]]
                 sharding = self._shardings[index]
                 if sharding is not None:
-                    entries = dtensor.local_entries(engine, sharding, entries)
+                    entries = local_entries(engine, sharding, entries)
                 engine.load_state_dict(engine_state(engine, engine.params, entries))
             except (KeyError, TypeError, ValueError) as error:
                 raise type(error)(f"param_groups[{index}]: {error}") from None
