@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import mpiexec
+from helpers import finish, free_port, mpiexec
 
 HERE = Path(__file__).parent
 SCRIPT = HERE.parent / "support" / "distributed" / "run_checks.py"
@@ -44,18 +42,6 @@ EXPECTED = [
 ]
 
 
-def _finish(processes: list[subprocess.Popen[bytes]], what: str) -> None:
-    """Wait for every process; on a timeout kill their process groups and fail."""
-    try:
-        outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
-    except subprocess.TimeoutExpired:
-        for p in processes:
-            os.killpg(p.pid, signal.SIGKILL)
-        pytest.fail(f"{what} did not finish within {TIMEOUT} s (a hang?)")
-    for p, (out, err) in zip(processes, outputs, strict=True):
-        assert p.returncode == 0, f"{what} failed:\n{out.decode()}\n{err.decode()}"
-
-
 def _launch_mpi(ranks: int, out: Path, *extra: str) -> None:
     command = [mpiexec(), "-n", str(ranks), sys.executable, str(SCRIPT), "--comm", "mpi"]
     process = subprocess.Popen(
@@ -64,18 +50,12 @@ def _launch_mpi(ranks: int, out: Path, *extra: str) -> None:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    _finish([process], f"mpiexec -n {ranks}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    finish([process], f"mpiexec -n {ranks}", TIMEOUT)
 
 
 def _launch_gloo(ranks: int, out: Path) -> None:
     pytest.importorskip("torch.distributed")
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     env["WORLD_SIZE"] = str(ranks)
     processes = [
         subprocess.Popen(
@@ -87,7 +67,7 @@ def _launch_gloo(ranks: int, out: Path) -> None:
         )
         for r in range(ranks)
     ]
-    _finish(processes, f"gloo on {ranks} ranks")
+    finish(processes, f"gloo on {ranks} ranks", TIMEOUT)
 
 
 def _reports(out: Path, ranks: int) -> list[dict[str, Any]]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,26 @@ def mpiexec() -> str:
     if found is None:
         pytest.skip("no mpiexec (pip install mpich)")
     return found
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on (for a gloo rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def finish(processes: list[subprocess.Popen[bytes]], what: str, timeout: float) -> None:
+    """Wait for every process; on a timeout kill their process groups and fail; fail on
+    a non-zero exit with its output."""
+    try:
+        outputs = [p.communicate(timeout=timeout) for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(f"{what} did not finish within {timeout} s (a hang?)")
+    for p, (out, err) in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, f"{what} failed:\n{out.decode()}\n{err.decode()}"
 
 
 def snapshot(params: list[Any], opt: Any) -> tuple[list[np.ndarray], dict[str, Any]]:

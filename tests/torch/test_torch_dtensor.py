@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,25 +24,13 @@ import pytest
 pytest.importorskip("torch.distributed.fsdp")
 SCRIPT = Path(__file__).parents[1] / "support" / "distributed" / "dtensor_checks.py"
 TIMEOUT = 150
-CHECKS = [
-    "fsdp_trains_and_equals_one_process",
-    "step_norm_unit_sums_over_ranks",
-    "released_preset",
-    "nonfinite_raises_on_every_rank",
-    "dcp_round_trip",
-    "tensor_parallel",
-    "errors_name_the_parameter",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(SCRIPT.parent))
+from dtensor_checks import CHECKS  # noqa: E402
+from helpers import finish, free_port  # noqa: E402
 
 
 def _launch(ranks: int, out: Path, *extra: str) -> list[dict[str, Any]]:
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     env.update(WORLD_SIZE=str(ranks), OMP_NUM_THREADS="1")
     processes = [
         subprocess.Popen(
@@ -56,14 +42,7 @@ def _launch(ranks: int, out: Path, *extra: str) -> list[dict[str, Any]]:
         )
         for r in range(ranks)
     ]
-    try:
-        outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
-    except subprocess.TimeoutExpired:
-        for p in processes:
-            os.killpg(p.pid, signal.SIGKILL)
-        pytest.fail(f"gloo on {ranks} ranks did not finish within {TIMEOUT} s (a hang?)")
-    for p, (stdout, stderr) in zip(processes, outputs, strict=True):
-        assert p.returncode == 0, f"{stdout.decode()}\n{stderr.decode()}"
+    finish(processes, f"gloo on {ranks} ranks", TIMEOUT)
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(ranks)]
     failures = "\n".join(
         f"[rank {x['rank']}] {k}:\n{v}" for x in reports for k, v in x["failed"].items()

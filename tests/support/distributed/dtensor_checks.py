@@ -278,6 +278,18 @@ class Checks:
             raise AssertionError("comm= with DTensors was accepted")
 
 
+CHECKS = [
+    "fsdp_trains_and_equals_one_process",
+    "step_norm_unit_sums_over_ranks",
+    "released_preset",
+    "nonfinite_raises_on_every_rank",
+    "dcp_round_trip",
+    "tensor_parallel",
+    "errors_name_the_parameter",
+]
+"""Every check a launch runs, in order (``tests/torch/test_torch_dtensor.py`` expects them)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -288,15 +300,7 @@ def main() -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     checks = Checks(args)
-    names = [
-        "fsdp_trains_and_equals_one_process",
-        "step_norm_unit_sums_over_ranks",
-        "released_preset",
-        "nonfinite_raises_on_every_rank",
-        "dcp_round_trip",
-        "tensor_parallel",
-        "errors_name_the_parameter",
-    ]
+    names = list(CHECKS)
     if args.resume:
         names.append("resume_on_other_ranks_is_refused")
     for name in names:
