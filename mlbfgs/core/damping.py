@@ -18,7 +18,7 @@ import math
 
 from array_api_compat import array_namespace
 
-from .types import Array
+from .types import Array, Namespace
 
 
 def damping_tau(mu: float, tau0: float, sigma_low: float, sigma_high: float) -> float:
@@ -28,6 +28,18 @@ def damping_tau(mu: float, tau0: float, sigma_low: float, sigma_high: float) -> 
     if mu >= sigma_high:
         return min((sigma_high - 1.0) / (mu - 1.0), tau0)
     return tau0
+
+
+def damping_tau_array(
+    xp: Namespace, mu: Array, tau0: float, sigma_low: float, sigma_high: float
+) -> Array:
+    """:func:`damping_tau` of a 0-d array, without branching on its value (for
+    ``jax.jit``; ``core/functional.py``): the same three cases, chosen with ``where``."""
+    one = xp.ones_like(mu)
+    low = xp.where(mu <= sigma_low, (1.0 - sigma_low) / xp.where(mu < 1.0, 1.0 - mu, one), one)
+    high = xp.where(mu >= sigma_high, (sigma_high - 1.0) / xp.where(mu > 1.0, mu - 1.0, one), one)
+    bound = xp.where(mu <= sigma_low, low, xp.where(mu >= sigma_high, high, one * tau0))
+    return xp.minimum(bound, one * tau0)
 
 
 def curvature_ratio(s_dot_y: float, s_dot_s: float) -> float:

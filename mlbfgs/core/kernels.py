@@ -17,9 +17,14 @@ bounded and each stored element is read from memory once (``_SLICE``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from array_api_compat import device
 
 from .types import Array, Namespace
+
+T = TypeVar("T")
 
 _SLICE = 1 << 20
 """Elements converted at a time by the half-precision products (4 MiB of float32)."""
@@ -135,6 +140,33 @@ class Kernels:
             total += gamma * xp.astype(g[part], wide, copy=False)
             out[part] = xp.astype(total, g.dtype, copy=False)
         return out
+
+    def set_row(self, matrix: Array, row: Array | int, vector: Array) -> Array:
+        """A new ``matrix`` with row ``row`` replaced by ``vector`` (the pure API's ring
+        buffer, ``core/functional.py``). The array API has no functional index update, so
+        this generic one selects with ``where``; a backend may write one row
+        (``backends/jax.py``)."""
+        xp = self.xp
+        rows = xp.arange(int(matrix.shape[0]), device=device(matrix))
+        return xp.where((rows == row)[:, None], vector[None, :], matrix)
+
+    def cond(
+        self,
+        predicate: Array,
+        if_true: Callable[..., T],
+        if_false: Callable[..., T],
+        *operands: Array,
+    ) -> T:
+        """``if_true(*operands)`` if the 0-d boolean ``predicate`` holds, else
+        ``if_false(*operands)``: a Python branch here, a traced one where a library
+        compiles both (``jax.lax.cond``)."""
+        return if_true(*operands) if bool(predicate) else if_false(*operands)
+
+    @property
+    def gram_dtype(self) -> object:
+        """Where the Gram matrices and the compact form's small algebra are kept: float64,
+        unless the library has none enabled (``backends/jax.py``)."""
+        return self.xp.float64
 
     def descend(self, theta: Array, direction: Array, lr: float) -> Array:
         """``theta - lr * direction`` as a new array (Eq (2))."""

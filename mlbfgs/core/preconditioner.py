@@ -42,32 +42,56 @@ def compact_form(
     """Build the middle matrix from the Gram matrices the history keeps up to date;
     ``gamma=None`` takes ``s^T y_hat / y_hat^T y_hat`` of the newest pair (Algorithm 2), a
     number fixes ``H_0 = gamma I`` (1.0 where the pairs are scaled by a diagonal H_0)."""
-    capacity, m = history.capacity, len(history)
-    on = device(history.s_dot_y)
-    slots = xp.asarray(history.order, dtype=xp.int64, device=on)
-    s_dot_y = xp.take(xp.take(history.s_dot_y, slots, axis=0), slots, axis=1)
-    y_dot_y = xp.take(xp.take(history.y_dot_y, slots, axis=0), slots, axis=1)
+    slots = xp.asarray(history.order, dtype=xp.int64, device=device(history.s_dot_y))
     if gamma is None:
         newest = history.order[-1]
         gamma = float(history.s_dot_y[newest, newest]) / float(history.y_dot_y[newest, newest])
+    return CompactForm(middle_matrix(xp, history.s_dot_y, history.y_dot_y, slots, gamma), gamma)
 
-    r = xp.triu(s_dot_y)
+
+def middle_matrix(
+    xp: Namespace,
+    s_dot_y: Array,
+    y_dot_y: Array,
+    slots: Array,
+    gamma: float | Array,
+    valid: Array | None = None,
+) -> Array:
+    """The ``(2M, 2M)`` middle matrix, rows and columns by slot, from the slot-indexed Gram
+    matrices and the occupied ``slots`` oldest first.
+
+    ``valid`` (a boolean mask over ``slots``, true on a prefix) lets a fixed-size caller
+    (``core/functional.py``) pass every slot, the unoccupied ones last: they get an identity
+    diagonal in R, so that R stays invertible, and zero rows and columns in the result.
+    """
+    capacity, m = int(s_dot_y.shape[0]), int(slots.shape[0])
+    on = device(s_dot_y)
+    s_y = xp.take(xp.take(s_dot_y, slots, axis=0), slots, axis=1)
+    y_y = xp.take(xp.take(y_dot_y, slots, axis=0), slots, axis=1)
+    both = None
+    if valid is not None:
+        both = valid[:, None] & valid[None, :]
+        eye = xp.eye(m, dtype=s_y.dtype, device=on)
+        s_y, y_y = xp.where(both, s_y, eye), xp.where(both, y_y, xp.zeros_like(y_y))
+    r = xp.triu(s_y)
     d = xp.tril(r)  # the diagonal of S^T Y, as a matrix
     r_inv = xp.linalg.inv(r)
-    top_left = r_inv.T @ (d + gamma * y_dot_y) @ r_inv
-    zeros = xp.zeros((m, m), dtype=xp.float64, device=on)
+    top_left = r_inv.T @ (d + gamma * y_y) @ r_inv
+    if both is not None:
+        zero = xp.zeros_like(r_inv)
+        top_left, r_inv = xp.where(both, top_left, zero), xp.where(both, r_inv, zero)
     middle = xp.concat(
         [
             xp.concat([top_left, -gamma * r_inv.T], axis=1),
-            xp.concat([-gamma * r_inv, zeros], axis=1),
+            xp.concat([-gamma * r_inv, xp.zeros((m, m), dtype=r_inv.dtype, device=on)], axis=1),
         ],
         axis=0,
     )
     # Scatter chronological rows/columns to slot positions so a step needs no reordering.
     rows = xp.concat([slots, slots + capacity])
-    positions = xp.arange(2 * capacity, dtype=xp.int64, device=on)
-    placement = xp.astype(positions[:, None] == rows[None, :], xp.float64)
-    return CompactForm(middle=placement @ middle @ placement.T, gamma=gamma)
+    positions = xp.arange(2 * capacity, dtype=slots.dtype, device=on)
+    placement = xp.astype(positions[:, None] == rows[None, :], middle.dtype)
+    return placement @ middle @ placement.T
 
 
 def precondition(
@@ -75,15 +99,31 @@ def precondition(
 ) -> Array:
     """``H g``, given ``projection = history.pairs @ g`` (the first of the two products,
     of the rows as stored)."""
+    return apply_compact_form(
+        history.pairs, history.scales, form.middle, form.gamma, g, projection, kernels
+    )
+
+
+def apply_compact_form(
+    pairs: Array,
+    scales: Array | None,
+    middle: Array,
+    gamma: float | Array,
+    g: Array,
+    projection: Array,
+    kernels: Kernels,
+) -> Array:
+    """``H g = gamma g + pairs^T (middle (pairs @ g))``, given ``projection = pairs @ g``
+    (of the rows as stored, divided by ``scales`` when present)."""
     xp = kernels.xp
-    projection = xp.astype(projection, xp.float64)
-    if history.scales is not None:  # rows are stored divided by their scales
-        projection = projection * history.scales
-    coefficients = xp.matmul(form.middle, projection)
-    if history.scales is not None:
-        coefficients = coefficients * history.scales
+    projection = xp.astype(projection, middle.dtype)
+    if scales is not None:  # rows are stored divided by their scales
+        projection = projection * scales
+    coefficients = xp.matmul(middle, projection)
+    if scales is not None:
+        coefficients = coefficients * scales
     # Back to the parameters' dtype (float32 for half precision, whose range the
     # coefficients may exceed) before touching the history: a float64 vector times a
     # float32 buffer would silently make a float64 copy of the whole buffer.
     narrow = xp.astype(coefficients, wide_dtype(xp, g.dtype))
-    return kernels.combine(history.pairs, narrow, form.gamma, g)
+    return kernels.combine(pairs, narrow, gamma, g)
