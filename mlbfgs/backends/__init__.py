@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from array_api_compat import is_cupy_namespace, is_numpy_namespace, is_torch_namespace
+from array_api_compat import (
+    is_cupy_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 
 from ..core.kernels import Kernels
 from ..core.types import Array, Namespace
@@ -28,6 +33,10 @@ def _lazy(library: str) -> Backend | None:
             from .torch import TorchBackend
 
             _LOADED[library] = TorchBackend()
+        elif library == "jax":
+            from .jax import JaxBackend
+
+            _LOADED[library] = JaxBackend()
         else:  # pragma: no cover - needs a GPU
             from .cupy import CupyBackend
 
@@ -40,7 +49,7 @@ def backend_of(array: Array) -> Backend:
     for host in _HOST:
         if host.owns(array):
             return host
-    for library in ("torch", "cupy"):
+    for library in ("torch", "jax", "cupy"):
         backend = _lazy(library)
         if backend is not None and backend.owns(array):
             return backend
@@ -55,6 +64,10 @@ def kernels_for(xp: Namespace) -> Kernels:
         from .torch import TorchBackend
 
         return TorchBackend().make_kernels(xp)
+    if is_jax_namespace(xp):
+        from .jax import JaxBackend
+
+        return JaxBackend().make_kernels(xp)
     if is_cupy_namespace(xp):
         from .cupy import CupyBackend
 
