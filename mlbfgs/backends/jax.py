@@ -21,8 +21,10 @@ from .base import Backend
 class JaxKernels(Kernels):
     """The generic kernels with a one-row write and JAX's widest enabled float."""
 
-    def set_row(self, matrix: Array, row: Array | int, vector: Array) -> Array:
-        return matrix.at[row].set(vector)
+    def write_row_if(self, predicate: Array, matrix: Array, row: Array, vector: Array) -> Array:
+        """One row written whatever ``predicate`` (its old value where it fails): in place
+        when the caller donates, where a ``cond`` would pass the whole matrix."""
+        return matrix.at[row].set(jnp.where(predicate, vector, matrix[row]))
 
     def cond(
         self,

@@ -5,10 +5,10 @@ Python on what a step finds: whether the averages exist, whether a pair was acce
 whether the block is still warming up. A tracing compiler (``jax.jit``) sees none of those
 values, and an immutable library cannot write a row. Here the state is a tuple of arrays of
 fixed shapes (:class:`PureBlock`) and every decision that depends on data is a ``where``
-(the step computes both sides and selects: warm-up, a skipped block) or a ``Kernels.cond``
-(the O(Mn) work of a curvature boundary and of a push, which a Python ``if`` on NumPy and
-``jax.lax.cond`` under a trace run only when taken), so the same function runs eagerly on
-NumPy and traced on JAX. Only the configuration (static) is branched on in Python.
+(both sides computed, one selected: warm-up, a skipped block, the O(n) pieces of a
+curvature pair) or a ``Kernels.cond`` (the O(Mn) products of a push with the history: a
+Python ``if`` on NumPy, ``jax.lax.cond`` under a trace), so the same function runs eagerly
+on NumPy and traced on JAX. Only the configuration (static) is branched on in Python.
 
 The mathematics is the core's own: Eq (5) as ``Kernels.lerp_`` computes it, Eq (6)'s
 differences, Eq (7) through :func:`damping_tau_array` (the branch-free twin of
@@ -308,21 +308,13 @@ def form_pair(
     config: MLBFGSConfig,
     kernels: Kernels,
 ) -> PureBlock:
-    """:func:`update_curvature` at a boundary (of a block whose gradient is finite), else
-    the block as it is: a ``cond``, so that the O(Mn) work runs only every T steps."""
-    return kernels.cond(
-        boundary,
-        lambda b, th, gr, tt: update_curvature(b, th, gr, tt, config, kernels),
-        lambda b, th, gr, tt: b,
-        block, theta, g, t,
-    )  # fmt: skip
+    """Lines 14-17 (``algorithm.update_curvature``) at a boundary of a block whose gradient
+    is finite (``boundary``), else the block as it is: the pair of Eq (6), damped by Eq (7)
+    and pushed if it has positive curvature; then the snapshot.
 
-
-def update_curvature(
-    block: PureBlock, theta: Array, g: Array, t: Array, config: MLBFGSConfig, kernels: Kernels
-) -> PureBlock:
-    """Lines 14-17 (``algorithm.update_curvature``): the pair of Eq (6), damped by Eq (7)
-    and pushed if it has positive curvature; then the snapshot."""
+    The O(n) pieces run every step and are selected; the O(Mn) products with the history
+    run only when a pair is pushed (:func:`push`).
+    """
     xp, gram = kernels.xp, kernels.gram_dtype
     s = block.average_theta - block.snapshot_theta  # Eq (6)
     y = block.average_grad - block.snapshot_grad
@@ -347,58 +339,87 @@ def update_curvature(
     else:
         tau, y_hat, curvature = xp.ones_like(mu), y, mu
     y_sq = kernels.dot(y_hat, y_hat)
-    accepted = (
-        block.has_snapshot
-        & defined
-        & (curvature > float(xp.finfo(s.dtype).eps))
-        & xp.isfinite(y_sq)
-        & (y_sq > 0.0)
+    positive = (
+        defined & (curvature > float(xp.finfo(s.dtype).eps)) & xp.isfinite(y_sq) & (y_sq > 0.0)
     )
-    formed = block._replace(
-        mu=xp.where(block.has_snapshot, mu, block.mu),
-        tau=xp.where(block.has_snapshot, xp.where(defined, tau, xp.nan), block.tau),
-        rejected=block.rejected + xp.astype(block.has_snapshot & ~accepted, block.rejected.dtype),
+    formed = boundary & block.has_snapshot  # a pair exists at this boundary
+    block = block._replace(
+        mu=xp.where(formed, mu, block.mu),
+        tau=xp.where(formed, xp.where(defined, tau, xp.nan), block.tau),
+        rejected=block.rejected + xp.astype(formed & ~positive, block.rejected.dtype),
     )
-    block = kernels.cond(
-        accepted,
-        lambda b, s, y_hat: push(b, s, y_hat, config, kernels),
-        lambda b, s, y_hat: b,
-        formed, s, y_hat,
-    )  # fmt: skip
+    block = push(block, s, y_hat, formed & positive, config, kernels)
     block = block._replace(  # the snapshot for the next pair
-        snapshot_theta=block.average_theta,
-        snapshot_grad=block.average_grad,
-        has_snapshot=xp.ones_like(block.has_snapshot),
+        snapshot_theta=xp.where(boundary, block.average_theta, block.snapshot_theta),
+        snapshot_grad=xp.where(boundary, block.average_grad, block.snapshot_grad),
+        has_snapshot=block.has_snapshot | boundary,
     )
     if config.restart_grad_average:
-        block = block._replace(average_grad=g)
+        block = block._replace(average_grad=xp.where(boundary, g, block.average_grad))
     return block
 
 
+class Compact(NamedTuple):
+    """What a push changes besides the pairs: the Gram matrices and the compact form."""
+
+    s_dot_y: Array
+    y_dot_y: Array
+    middle: Array
+    gamma: Array
+    pushed: Array
+
+
 def push(
-    block: PureBlock, s: Array, y_hat: Array, config: MLBFGSConfig, kernels: Kernels
+    block: PureBlock,
+    s: Array,
+    y_hat: Array,
+    taken: Array,
+    config: MLBFGSConfig,
+    kernels: Kernels,
 ) -> PureBlock:
-    """UpdateHessian (``CurvatureHistory.push`` and ``compact_form``): store the pair in
-    the oldest slot, update the Gram matrices' row and column, rebuild the middle matrix."""
-    xp, gram, capacity = kernels.xp, kernels.gram_dtype, config.history_size
+    """UpdateHessian (``CurvatureHistory.push`` and ``compact_form``) if ``taken``: store
+    the pair in the oldest slot (one row each, ``Kernels.write_row_if``), then, under
+    ``Kernels.cond``, the Gram matrices' new row and column and the middle matrix."""
+    capacity = config.history_size
     slot = block.pushed % capacity
-    pairs = kernels.set_row(block.pairs, slot, s)
-    pairs = kernels.set_row(pairs, capacity + slot, y_hat)
+    pairs = kernels.write_row_if(taken, block.pairs, slot, s)
+    pairs = kernels.write_row_if(taken, pairs, capacity + slot, y_hat)
+    old = Compact(block.s_dot_y, block.y_dot_y, block.middle, block.gamma, block.pushed)
+    new = kernels.cond(
+        taken,
+        lambda pairs, s, y_hat, old: compact_after_push(pairs, s, y_hat, old, config, kernels),
+        lambda pairs, s, y_hat, old: old,
+        pairs, s, y_hat, old,
+    )  # fmt: skip
+    return block._replace(pairs=pairs, **new._asdict())
+
+
+def compact_after_push(
+    pairs: Array, s: Array, y_hat: Array, old: Compact, config: MLBFGSConfig, kernels: Kernels
+) -> Compact:
+    """The Gram matrices' row and column of the pair just stored (``s`` against the y_hat
+    rows, ``y_hat`` against every row, from the rows as stored) and the new compact form."""
+    xp, gram, capacity = kernels.xp, kernels.gram_dtype, config.history_size
+    slot = old.pushed % capacity
     s_with_y = xp.astype(kernels.project(pairs[capacity:, :], s), gram)
     y_with_all = xp.astype(kernels.project(pairs, y_hat), gram)
-    s_dot_y = kernels.set_row(block.s_dot_y, slot, s_with_y)
-    s_dot_y = kernels.set_row(s_dot_y.T, slot, y_with_all[:capacity]).T
-    y_dot_y = kernels.set_row(block.y_dot_y, slot, y_with_all[capacity:])
-    y_dot_y = kernels.set_row(y_dot_y.T, slot, y_with_all[capacity:]).T
-    pushed = block.pushed + 1
+    s_dot_y = set_row(xp, old.s_dot_y, slot, s_with_y)
+    s_dot_y = set_row(xp, s_dot_y.T, slot, y_with_all[:capacity]).T
+    y_dot_y = set_row(xp, old.y_dot_y, slot, y_with_all[capacity:])
+    y_dot_y = set_row(xp, y_dot_y.T, slot, y_with_all[capacity:]).T
+    pushed = old.pushed + 1
     count = xp.minimum(pushed, capacity)
     positions = xp.arange(capacity, dtype=pushed.dtype, device=device(pairs))
     slots = (pushed - count + positions) % capacity  # oldest first, the empty ones last
     if config.h0 == "adam":
-        gamma = xp.ones_like(block.gamma)
+        gamma = xp.ones_like(old.gamma)
     else:
         gamma = s_dot_y[slot, slot] / y_dot_y[slot, slot]
     middle = middle_matrix(xp, s_dot_y, y_dot_y, slots, gamma, valid=positions < count)
-    return block._replace(
-        pairs=pairs, s_dot_y=s_dot_y, y_dot_y=y_dot_y, middle=middle, gamma=gamma, pushed=pushed
-    )
+    return Compact(s_dot_y, y_dot_y, middle, gamma, pushed)
+
+
+def set_row(xp: Namespace, matrix: Array, row: Array, vector: Array) -> Array:
+    """A new small ``matrix`` with row ``row`` replaced by ``vector``."""
+    rows = xp.arange(int(matrix.shape[0]), dtype=row.dtype, device=device(matrix))
+    return xp.where((rows == row)[:, None], vector[None, :], matrix)

@@ -141,14 +141,17 @@ class Kernels:
             out[part] = xp.astype(total, g.dtype, copy=False)
         return out
 
-    def set_row(self, matrix: Array, row: Array | int, vector: Array) -> Array:
-        """A new ``matrix`` with row ``row`` replaced by ``vector`` (the pure API's ring
-        buffer, ``core/functional.py``). The array API has no functional index update, so
-        this generic one selects with ``where``; a backend may write one row
-        (``backends/jax.py``)."""
-        xp = self.xp
-        rows = xp.arange(int(matrix.shape[0]), device=device(matrix))
-        return xp.where((rows == row)[:, None], vector[None, :], matrix)
+    def write_row_if(self, predicate: Array, matrix: Array, row: Array, vector: Array) -> Array:
+        """``matrix`` with row ``row`` replaced by ``vector`` if the 0-d ``predicate`` holds
+        (a new array; the pure step's ring buffer, ``core/functional.py``). The array API
+        has no functional index update, so this generic one copies the matrix when the
+        predicate holds; a backend may write the one row (``backends/jax.py``)."""
+
+        def write(matrix: Array, vector: Array) -> Array:
+            rows = self.xp.arange(int(matrix.shape[0]), dtype=row.dtype, device=device(matrix))
+            return self.xp.where((rows == row)[:, None], vector[None, :], matrix)
+
+        return self.cond(predicate, write, lambda matrix, vector: matrix, matrix, vector)
 
     def cond(
         self,
