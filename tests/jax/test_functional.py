@@ -186,9 +186,9 @@ def test_branch_free_damping_equals_the_branching_one(
 def test_both_shapes_run_the_same_core_functions(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine and the pure step reach the compact form's middle matrix, its product
     and step control through the same function objects (one algorithm, two shapes)."""
-    from mlbfgs.core import preconditioner, step_norm
+    from mlbfgs.core import preconditioner, pure_pairs, step_norm
 
-    assert pure.middle_matrix is preconditioner.middle_matrix
+    assert pure_pairs.middle_matrix is preconditioner.middle_matrix
     assert pure.apply_compact_form is preconditioner.apply_compact_form
     assert pure.direction_scales is step_norm.direction_scales
     calls: dict[str, int] = {"engine": 0, "pure": 0}
@@ -202,7 +202,7 @@ def test_both_shapes_run_the_same_core_functions(monkeypatch: pytest.MonkeyPatch
         return wrapped
 
     monkeypatch.setattr(preconditioner, "middle_matrix", counting("engine"))
-    monkeypatch.setattr(pure, "middle_matrix", counting("pure"))
+    monkeypatch.setattr(pure_pairs, "middle_matrix", counting("pure"))
     problem = {"shapes": [(4,)], "options": {"update_every": 1, "history_size": 2}, "blocks": None,
                "lr": 0.1, "steps": 6, "seed": 0, "nan_at": None}  # fmt: skip
     assert_close(numpy_pure_run(problem), engine_run(problem))
