@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from backend_cases import seeds
+from backend_cases import EXAMPLES, seeds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,27 +149,27 @@ def assert_close(found: list[np.ndarray], expected: list[np.ndarray]) -> None:
         assert float(np.linalg.norm(a - b)) / scale <= TOLERANCE
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=3 * EXAMPLES, deadline=None)  # 60 pinned; about 30 ms each
 @given(problems())
 def test_pure_step_on_numpy_follows_the_engine(problem: dict[str, Any]) -> None:
     assert_close(numpy_pure_run(problem), engine_run(problem))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=EXAMPLES // 2, deadline=None)  # 10 pinned; a compile each, about 1.5 s
 @given(problems())
 def test_jitted_jax_update_follows_the_engine(problem: dict[str, Any]) -> None:
     with jax.enable_x64(True):
         assert_close(jax_run(problem, jit=True), engine_run(problem))
 
 
-@settings(max_examples=3, deadline=None)
+@settings(max_examples=max(3, EXAMPLES // 20), deadline=None)  # op by op: several s each
 @given(problems())
 def test_eager_jax_update_follows_the_engine(problem: dict[str, Any]) -> None:
     with jax.enable_x64(True):
         assert_close(jax_run(problem, jit=False), engine_run(problem))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=10 * EXAMPLES, deadline=None)
 @given(
     st.floats(-10.0, 10.0),
     st.floats(0.05, 1.0),
