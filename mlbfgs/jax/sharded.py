@@ -27,6 +27,7 @@ from ..core.functional import PureBlock, PureState, init, step
 from .blocks import flatten, gather, leaf_partition, scatter
 
 Schedule = Callable[[jax.Array], jax.Array | float]
+"""An optax schedule: the learning rate after a number of steps (an int array)."""
 
 
 class ShardedState(NamedTuple):

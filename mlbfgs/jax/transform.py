@@ -4,13 +4,12 @@ The pytree's leaves are flattened and cut into the engine's curvature blocks (th
 ``blocks`` argument, the same default, ``core/pieces.py``); each block is one flat vector
 to the pure step (``core/functional.py``). The block structure is static, so ``update``
 traces into one program for ``jax.jit``; the state is a :class:`PureState`, a NamedTuple
-of arrays with the step count as an array (``pickle`` round-trips it; so does any pytree
-serializer).
+of arrays with the step count as an array, which ``pickle`` round-trips.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -22,12 +21,10 @@ from ..backends.jax import JaxKernels
 from ..core.config import Hyperparameters, MLBFGSConfig, Preset
 from ..core.functional import PureState, init, step
 from .blocks import flatten, gather, leaf_partition, scatter
-from .sharded import ShardedState, sharded_mlbfgs, unstack
+from .sharded import Schedule, ShardedState, sharded_mlbfgs, unstack
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-Schedule = Callable[[jax.Array], jax.Array | float]
 
 
 def mlbfgs(
