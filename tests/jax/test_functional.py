@@ -4,12 +4,14 @@
 Tolerance: the pure step computes what the engine computes, in the same order, except
 where it must differ: selections instead of branches, the compact form's inverse of an
 ``M x M`` matrix padded with an identity instead of the ``m x m`` one, and JAX's own
-``pow`` and matrix products. Each costs a few units of float64 rounding per step, which
-the L-BFGS algebra amplifies by the conditioning of the Gram matrices; 40-step runs of
-these problems stay below 1e-13 in relative norm (measured), and 1e-12 (4500 eps) is the
-bound asserted. Non-chaotic problems only: a quadratic with diagonal curvature and a fixed
-noise stream, so that a flipped damping branch would show as an error, not be averaged
-away.
+``pow`` and matrix products. Those are a few roundings per step, so the drawn trajectories
+are compared as the backends' are (``tests/support/conditioning.py``, docs/testing.md):
+step by step within ``rounding_units`` times the spread of eps-perturbed engine runs,
+while the engine is tame. On the well-conditioned drawn problems that allowance is below
+1e-12 relative; on the ill-conditioned ones (T = 1 with ``step_norm="none"`` and beta =
+0.999, where s of Eq (6) is mostly cancellation) the measured spread sets it, and a fixed
+1e-12 would fail there on any two machines. The fixed problems below (a contracting
+quadratic, 300 and 60 steps) are held to 1e-12 relative.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import conditioning
 import numpy as np
 import pytest
 from backend_cases import EXAMPLES, seeds
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import mlbfgs
@@ -77,35 +81,39 @@ def problems(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def gradients(problem: dict[str, Any]) -> tuple[list[np.ndarray], Any]:
-    """The start and ``grad(params, k)`` of a noisy diagonal quadratic."""
+Gradient = Callable[[int, list[Any]], list[Any]]
+
+
+def problem_gradient(problem: dict[str, Any]) -> tuple[list[np.ndarray], Gradient]:
+    """The start and ``gradient(t, params)`` (t 1-based) of a noisy diagonal quadratic."""
     rng = np.random.default_rng(problem["seed"])
     shapes = problem["shapes"]
     start = [rng.standard_normal(s) for s in shapes]
     curvature = [rng.uniform(0.5, 2.0, s) for s in shapes]
     noise = [[0.3 * rng.standard_normal(s) for s in shapes] for _ in range(problem["steps"])]
 
-    def grad(params: list[Any], k: int) -> list[Any]:
-        grads = [c * p + e for c, p, e in zip(curvature, params, noise[k], strict=True)]
-        if problem["nan_at"] == k + 1:
+    def gradient(t: int, params: list[Any]) -> list[Any]:
+        grads = [c * p + e for c, p, e in zip(curvature, params, noise[t - 1], strict=True)]
+        if problem["nan_at"] == t:
             grads[0] = grads[0] * np.nan
         return grads
 
-    return start, grad
+    return start, gradient
 
 
-def engine_run(problem: dict[str, Any]) -> list[np.ndarray]:
-    start, grad = gradients(problem)
+def engine_run(problem: dict[str, Any], gradient: Gradient) -> list[np.ndarray]:
+    """The engine's final parameters (``conditioning``'s ``Run``)."""
+    start, _ = problem_gradient(problem)
     params = [p.copy() for p in start]
     opt = mlbfgs.MLBFGS(params, lr=problem["lr"], blocks=problem["blocks"], **problem["options"])
-    for k in range(problem["steps"]):
-        opt.step(grad(params, k))
+    for t in range(1, problem["steps"] + 1):
+        opt.step(gradient(t, params))
     return params
 
 
-def numpy_pure_run(problem: dict[str, Any]) -> list[np.ndarray]:
-    """``core.functional`` on NumPy, one flat block per whole parameter list block."""
-    start, grad = gradients(problem)
+def numpy_pure_path(problem: dict[str, Any]) -> np.ndarray:
+    """``core.functional`` on NumPy: the parameters at every step, ``(steps + 1, n)``."""
+    start, gradient = problem_gradient(problem)
     config = MLBFGSConfig(**problem["options"])
     partition = resolve_blocks(problem["blocks"], [p.size for p in start], 1)
     kernels = kernels_for(np)
@@ -115,11 +123,13 @@ def numpy_pure_run(problem: dict[str, Any]) -> list[np.ndarray]:
             np.concatenate([arrays[i].ravel()[a:b] for i, a, b in pieces]) for pieces in partition
         ]
 
-    params = [p.copy() for p in start]
+    params, path = [p.copy() for p in start], []
     state = pure.init(np, gather(params), config, np.float64)
-    for k in range(problem["steps"]):
+    for t in range(1, problem["steps"] + 1):
+        path.append(conditioning.flat(params))
+        grads = gradient(t, params)
         updates, state = pure.step(
-            state, gather(params), gather(grad(params, k)), problem["lr"], config, kernels
+            state, gather(params), gather(grads), problem["lr"], config, kernels
         )
         for update, pieces in zip(updates, partition, strict=True):
             offset = 0
@@ -127,46 +137,63 @@ def numpy_pure_run(problem: dict[str, Any]) -> list[np.ndarray]:
                 flat = params[i].reshape(-1)
                 flat[a:b] = flat[a:b] + update[offset : offset + b - a]
                 offset += b - a
-    return params
+    return np.asarray([*path, conditioning.flat(params)])
 
 
-def jax_run(problem: dict[str, Any], jit: bool) -> list[np.ndarray]:
-    start, grad = gradients(problem)
+def jax_path(problem: dict[str, Any], jit: bool) -> np.ndarray:
+    """``mlbfgs.jax`` through optax: the parameters at every step."""
+    start, gradient = problem_gradient(problem)
     opt = mlbfgs_jax.mlbfgs(problem["lr"], blocks=problem["blocks"], **problem["options"])
     update = jax.jit(opt.update) if jit else opt.update
     params = [jnp.asarray(p) for p in start]
-    state = opt.init(params)
-    for k in range(problem["steps"]):
-        updates, state = update(grad(params, k), state, params)
+    state, path = opt.init(params), []
+    for t in range(1, problem["steps"] + 1):
+        path.append(conditioning.flat(params))
+        updates, state = update(gradient(t, params), state, params)
         params = optax.apply_updates(params, updates)
-    return [np.asarray(p) for p in params]
+    return np.asarray([*path, conditioning.flat(params)])
 
 
-def assert_close(found: list[np.ndarray], expected: list[np.ndarray]) -> None:
-    for a, b in zip(found, expected, strict=True):
-        assert np.all(np.isfinite(a))
-        scale = max(float(np.linalg.norm(b)), 1e-300)
-        assert float(np.linalg.norm(a - b)) / scale <= TOLERANCE
+def assert_follows_engine(problem: dict[str, Any], path: np.ndarray, what: str) -> str:
+    """Step by step within ``units`` spreads of eps-perturbed engine runs, while the engine
+    is tame (``conditioning.compare_tame``: the backends' trajectory allowance); returns
+    which steps were compared, for hypothesis's statistics."""
+    _, gradient = problem_gradient(problem)
+    options = problem["options"]
+    beta = max(options["hessian_momentum"], 0.999 if options["h0"] == "adam" else 0.0)
+    eps = conditioning.trajectory_eps(conditioning.EPS, beta)
+
+    def run(grad: Gradient) -> list[np.ndarray]:
+        return engine_run(problem, grad)
+
+    want = conditioning.path_of(run, gradient)
+    deviation = conditioning.spread(run, gradient, want, eps)
+    sizes = [int(np.prod(shape)) for shape in problem["shapes"]]
+    partition = resolve_blocks(problem["blocks"], sizes, 1)
+    largest = max(sum(b - a for _, a, b in pieces) for pieces in partition)
+    units = conditioning.rounding_units(largest, options["history_size"])
+    compared = conditioning.compare_tame(path, want, deviation, units, what, eps)
+    return f"steps compared: {'all' if compared == len(want) else 'before divergence'}"
 
 
-@settings(max_examples=3 * EXAMPLES, deadline=None)  # 60 pinned; about 30 ms each
+@settings(max_examples=3 * EXAMPLES, deadline=None)  # 60 pinned; about 50 ms each
 @given(problems())
 def test_pure_step_on_numpy_follows_the_engine(problem: dict[str, Any]) -> None:
-    assert_close(numpy_pure_run(problem), engine_run(problem))
+    event(assert_follows_engine(problem, numpy_pure_path(problem), "pure step on NumPy"))
 
 
 @settings(max_examples=EXAMPLES // 2, deadline=None)  # 10 pinned; a compile each, about 1.5 s
 @given(problems())
 def test_jitted_jax_update_follows_the_engine(problem: dict[str, Any]) -> None:
     with jax.enable_x64(True):
-        assert_close(jax_run(problem, jit=True), engine_run(problem))
+        event(assert_follows_engine(problem, jax_path(problem, jit=True), "jitted JAX"))
 
 
 @settings(max_examples=max(3, EXAMPLES // 20), deadline=None)  # op by op: several s each
 @given(problems())
 def test_eager_jax_update_follows_the_engine(problem: dict[str, Any]) -> None:
     with jax.enable_x64(True):
-        assert_close(jax_run(problem, jit=False), engine_run(problem))
+        event(assert_follows_engine(problem, jax_path(problem, jit=False), "eager JAX"))
 
 
 @settings(max_examples=10 * EXAMPLES, deadline=None)
@@ -181,6 +208,14 @@ def test_branch_free_damping_equals_the_branching_one(
 ) -> None:
     array = damping_tau_array(np, np.asarray(mu), tau0, low, high)
     assert float(array) == damping_tau(mu, tau0, low, high)
+
+
+def assert_close(found: list[Any], expected: list[Any]) -> None:
+    """Relative in norm, leaf by leaf, within :data:`TOLERANCE`."""
+    for a, b in zip(found, expected, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.all(np.isfinite(a))
+        assert float(np.linalg.norm(a - b)) <= TOLERANCE * float(np.linalg.norm(b))
 
 
 def test_both_shapes_run_the_same_core_functions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,9 +238,10 @@ def test_both_shapes_run_the_same_core_functions(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(preconditioner, "middle_matrix", counting("engine"))
     monkeypatch.setattr(pure_pairs, "middle_matrix", counting("pure"))
-    problem = {"shapes": [(4,)], "options": {"update_every": 1, "history_size": 2}, "blocks": None,
+    options = {"update_every": 1, "history_size": 2, "hessian_momentum": 0.9, "h0": "gamma"}
+    problem = {"shapes": [(4,)], "options": options, "blocks": None,
                "lr": 0.1, "steps": 6, "seed": 0, "nan_at": None}  # fmt: skip
-    assert_close(numpy_pure_run(problem), engine_run(problem))
+    assert_follows_engine(problem, numpy_pure_path(problem), "pure step on NumPy")
     assert calls["engine"] > 0 and calls["pure"] > 0
 
 
