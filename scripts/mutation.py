@@ -48,6 +48,9 @@ CORE_TESTS = (
     "tests/engine/test_reliability.py",  # half precision: the float32-accumulating kernels
     "tests/core/test_history.py",
     "tests/engine/test_history_dtype.py",
+    "tests/core/test_initial_matrix.py",  # h0="adam"
+    "tests/core/test_averages.py",
+    "tests/jax/test_functional.py",  # the pure step (core/functional.py, pure_*.py)
 )
 AREAS = {
     "core": Area(("mlbfgs/core/*",), CORE_TESTS),

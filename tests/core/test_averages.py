@@ -1,0 +1,54 @@
+"""``MomentumAverages``: Eq (5) (and the released sums) against its formula, and the stalled
+share, whose fixed point differs between the two (theta for the mean, theta / (1 - beta)
+for the sums)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlbfgs.backends import kernels_for
+from mlbfgs.core import MomentumAverages
+
+
+def averages(theta: list[float], grad: list[float]) -> MomentumAverages:
+    return MomentumAverages(theta=np.asarray(theta), grad=np.asarray(grad))
+
+
+@pytest.mark.parametrize("averaging", ["mean", "sum"])
+def test_update_is_eq_5_or_the_released_sums(averaging: str) -> None:
+    """Values exact in binary, so the formula holds to the last bit."""
+    state = averages([2.0, 4.0], [1.0, -1.0])
+    state.update(np.asarray([4.0, 0.0]), np.asarray([3.0, 1.0]), 0.5, kernels_for(np), averaging)
+    if averaging == "mean":  # beta M + (1 - beta) x
+        want_theta, want_grad = [3.0, 2.0], [2.0, 0.0]
+    else:  # beta M + x
+        want_theta, want_grad = [5.0, 2.0], [3.5, 0.5]
+    np.testing.assert_array_equal(state.theta, want_theta)
+    np.testing.assert_array_equal(state.grad, want_grad)
+
+
+def test_stalled_share_of_the_mean_counts_entries_away_from_theta() -> None:
+    """Entry 0 did not move and theta equals M (at the fixed point: not stalled); entry 1
+    did not move although theta differs (stalled); entries 2 and 3 moved (s of 0.5 and 2).
+    One of four."""
+    state = averages([2.0, 4.0, 1.0, 5.0], [0.0] * 4)
+    s = np.asarray([0.0, 0.0, 0.5, 2.0])
+    theta = np.asarray([2.0, 3.0, 7.0, 6.0])
+    assert state.stalled_share(s, theta, 0.5, "mean") == 0.25
+
+
+def test_stalled_share_of_the_sums_uses_their_fixed_point() -> None:
+    """The sums' fixed point is theta / (1 - beta): with beta = 0.5, M = [2, 4] rests at
+    theta = [1, 2]. Entry 0 is there (not stalled), entry 1 is not (stalled); a test of
+    the mean's fixed point (theta == M) would call both stalled."""
+    state = averages([2.0, 4.0], [0.0, 0.0])
+    s = np.zeros(2)
+    theta = np.asarray([1.0, 3.0])
+    assert state.stalled_share(s, theta, 0.5, "sum") == 0.5
+    assert state.stalled_share(s, theta, 0.5, "mean") == 1.0
+
+
+def test_stalled_share_of_an_empty_block_is_zero() -> None:
+    state = averages([], [])
+    assert state.stalled_share(np.zeros(0), np.zeros(0), 0.9, "mean") == 0.0
