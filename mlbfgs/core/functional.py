@@ -20,7 +20,8 @@ pushed so far, the next goes to slot ``pushed % M`` and the occupied slots, olde
 are ``(pushed - m + i) % M`` for ``m = min(pushed, M)``.
 
 The state is in ``pure_state.py``, the pairs (Eq (6), (7), the push) in ``pure_pairs.py``.
-Not here (yet): half-precision parameters or history, and the ``average_stalled`` statistic.
+Not here (yet): a half-precision history (scaled rows), and the ``average_stalled``
+statistic; half-precision parameters come as float32 vectors (``mlbfgs/jax/blocks.py``).
 """
 
 from __future__ import annotations

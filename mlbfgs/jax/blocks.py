@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..core.kernels import is_half
+from ..core.kernels import state_dtype
 from ..core.pieces import Piece, resolve_blocks
 
 
@@ -35,17 +35,19 @@ def leaf_partition(
     for i, leaf in enumerate(leaves):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise TypeError(f"params leaf {i} has dtype {leaf.dtype}; mL-BFGS needs floating point")
-        if is_half(jnp, leaf.dtype):
-            raise TypeError(
-                f"params leaf {i} is {leaf.dtype}; mlbfgs.jax takes float32 or float64 leaves "
-                "(keep a float32 master copy)"
-            )
     return resolve_blocks(blocks, [int(leaf.size) for leaf in leaves], devices)
 
 
+def state_of(dtype: Any) -> Any:
+    """The dtype of a block's state for leaves of ``dtype`` (``core/kernels.py``)."""
+    return state_dtype(jnp, dtype)
+
+
 def gather(leaves: Sequence[jax.Array], partition: list[list[Piece]]) -> list[jax.Array]:
-    """Each block's flat vector, its pieces in order."""
-    flat = [jnp.ravel(leaf) for leaf in leaves]
+    """Each block's flat vector, its pieces in order, in the dtype of the block's state and
+    step: float32 for half-precision leaves (``core/kernels.py``, ``state_dtype``), whose
+    parameters ``optax.apply_updates`` then rounds once per step, as the engine does."""
+    flat = [jnp.ravel(jnp.astype(leaf, state_of(leaf.dtype))) for leaf in leaves]
     return [
         jnp.concatenate([flat[index][start:stop] for index, start, stop in pieces])
         for pieces in partition

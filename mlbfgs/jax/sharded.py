@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 from ..backends.jax import JaxKernels
 from ..core.config import MLBFGSConfig
 from ..core.functional import PureBlock, PureState, init, step
-from .blocks import flatten, gather, leaf_partition, scatter
+from .blocks import flatten, gather, leaf_partition, scatter, state_of
 
 Schedule = Callable[[jax.Array], jax.Array | float]
 """An optax schedule: the learning rate after a number of steps (an int array)."""
@@ -70,7 +70,8 @@ def sharded_mlbfgs(
     def init_fn(params: Any) -> ShardedState:
         leaves = jax.tree_util.tree_leaves(params)
         partition, width = layout(leaves)
-        zeros = [jnp.zeros((width,), dtype=leaves[0].dtype) for _ in partition]
+        dtype = state_of(leaves[0].dtype)  # float32 for half-precision leaves
+        zeros = [jnp.zeros((width,), dtype=dtype) for _ in partition]
         state = init(jnp, zeros, config, kernels.gram_dtype, on=None)
         return ShardedState(
             jax.device_put(state.step, NamedSharding(mesh, P())),

@@ -56,13 +56,15 @@ def mlbfgs(
             the state is a :class:`ShardedState` (``mlbfgs/jax/sharded.py``).
         **hyperparameters: the fields of :class:`mlbfgs.MLBFGSConfig`, with their names
             and defaults there; ``history_dtype`` must stay ``None`` or ``"float32"``.
+            Half-precision leaves (bfloat16, float16) keep a float32 state and get float32
+            updates, which ``optax.apply_updates`` adds and rounds once per step.
 
     Returns:
         An ``optax.GradientTransformation``; ``update`` needs ``params``.
 
     Raises:
-        ValueError, TypeError: a bad hyperparameter, named (at once); half-precision leaves
-            or a partition that does not fit the leaves (at ``init``).
+        ValueError, TypeError: a bad hyperparameter, named (at once); a leaf that is not
+            floating point or a partition that does not fit the leaves (at ``init``).
     """
     config = MLBFGSConfig.from_preset(preset, **hyperparameters)
     if config.history_dtype not in (None, "float32"):
