@@ -21,10 +21,36 @@ from .base import Backend
 class JaxKernels(Kernels):
     """The generic kernels with a one-row write and JAX's widest enabled float."""
 
-    def write_row_if(self, predicate: Array, matrix: Array, row: Array, vector: Array) -> Array:
-        """One row written whatever ``predicate`` (its old value where it fails): in place
-        when the caller donates, where a ``cond`` would pass the whole matrix."""
-        return matrix.at[row].set(jnp.where(predicate, vector, matrix[row]))
+    def write_pair_if(
+        self,
+        predicate: Array,
+        pairs: Array,
+        slot: Array,
+        s: Array,
+        y_hat: Array,
+        after: Array | None = None,
+    ) -> Array:
+        """The two rows written whatever ``predicate`` (their old values where it fails),
+        as one ``dynamic_update_slice`` of the ``(2, M, n)`` view, in place when the caller
+        donates (where a ``cond`` would pass the whole buffer).
+
+        XLA writes in place only where the write depends on every earlier read of the
+        buffer; otherwise it copies the ``(2M, n)`` history around the write (twice per
+        step, ``benchmarks/jax_update.py``). So both old rows are read by one slice, and
+        the new rows depend on ``after`` (``H g``'s second product, which does not feed
+        the pair) through an added zero: ``0 * x`` for a finite x (XLA cannot drop it,
+        since ``0 * inf`` is NaN), 0 otherwise; exact, as adding a zero is.
+        """
+        capacity, n = int(pairs.shape[0]) // 2, int(pairs.shape[1])
+        new = jnp.stack([s, y_hat])[:, None, :]
+        if after is not None and after.size:
+            probe = jnp.ravel(after)[0]
+            new = new + jnp.astype(jnp.where(jnp.isfinite(probe), 0.0 * probe, 0.0), new.dtype)
+        view = jnp.reshape(pairs, (2, capacity, n))
+        start = (jnp.zeros_like(slot), slot, jnp.zeros_like(slot))
+        old = jax.lax.dynamic_slice(view, start, (2, 1, n))
+        view = jax.lax.dynamic_update_slice(view, jnp.where(predicate, new, old), start)
+        return jnp.reshape(view, (2 * capacity, n))
 
     def cond(
         self,

@@ -192,6 +192,6 @@ def block_update(
         block = block._replace(momentum=direction)
     rate = lr if isinstance(lr, float) else xp.astype(lr, theta.dtype)
     update = -(rate * direction)  # line 11, Eq (2): theta + update == theta - lr d exactly
-    if config.pair_timing == "after_step":  # line 13
-        block = form_pair(block, theta, g, t, boundary, config, kernels)
+    if config.pair_timing == "after_step":  # line 13, after this step's H g read the history
+        block = form_pair(block, theta, g, t, boundary, config, kernels, p.preconditioned)
     return update, block

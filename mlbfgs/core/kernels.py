@@ -141,17 +141,30 @@ class Kernels:
             out[part] = xp.astype(total, g.dtype, copy=False)
         return out
 
-    def write_row_if(self, predicate: Array, matrix: Array, row: Array, vector: Array) -> Array:
-        """``matrix`` with row ``row`` replaced by ``vector`` if the 0-d ``predicate`` holds
-        (a new array; the pure step's ring buffer, ``core/functional.py``). The array API
-        has no functional index update, so this generic one copies the matrix when the
-        predicate holds; a backend may write the one row (``backends/jax.py``)."""
+    def write_pair_if(
+        self,
+        predicate: Array,
+        pairs: Array,
+        slot: Array,
+        s: Array,
+        y_hat: Array,
+        after: Array | None = None,
+    ) -> Array:
+        """``pairs`` (``(2M, n)``) with rows ``slot`` and ``M + slot`` replaced by ``s`` and
+        ``y_hat`` if the 0-d ``predicate`` holds: a new array, the pure step's push
+        (``core/pure_pairs.py``). The array API has no functional index update, so this
+        generic one copies the buffer when the predicate holds; a backend may write the two
+        rows (``backends/jax.py``). ``after``: a value computed from ``pairs`` that the
+        write must follow; a compiler that writes in place copies the buffer when it cannot
+        tell (ignored here)."""
 
-        def write(matrix: Array, vector: Array) -> Array:
-            rows = self.xp.arange(int(matrix.shape[0]), dtype=row.dtype, device=device(matrix))
-            return self.xp.where((rows == row)[:, None], vector[None, :], matrix)
+        def write(pairs: Array, s: Array, y_hat: Array) -> Array:
+            xp, capacity = self.xp, int(pairs.shape[0]) // 2
+            rows = xp.arange(2 * capacity, dtype=slot.dtype, device=device(pairs))[:, None]
+            pairs = xp.where(rows == slot, s[None, :], pairs)
+            return xp.where(rows == capacity + slot, y_hat[None, :], pairs)
 
-        return self.cond(predicate, write, lambda matrix, vector: matrix, matrix, vector)
+        return self.cond(predicate, write, lambda pairs, s, y_hat: pairs, pairs, s, y_hat)
 
     def cond(
         self,

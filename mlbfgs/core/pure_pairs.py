@@ -34,13 +34,15 @@ def form_pair(
     boundary: Array,
     config: MLBFGSConfig,
     kernels: Kernels,
+    after: Array | None = None,
 ) -> PureBlock:
     """Lines 14-17 (``algorithm.update_curvature``) at a boundary of a block whose gradient
     is finite (``boundary``), else the block as it is: the pair of Eq (6), damped by Eq (7)
     and pushed if it has positive curvature; then the snapshot.
 
     The O(n) pieces run every step and are selected; the O(Mn) products with the history
-    run only when a pair is pushed (:func:`push`).
+    run only when a pair is pushed (:func:`push`). ``after``: the step's last read of the
+    history (``H g``), which the push must follow (``Kernels.write_pair_if``).
     """
     xp, gram = kernels.xp, kernels.gram_dtype
     s = block.average_theta - block.snapshot_theta  # Eq (6)
@@ -75,7 +77,7 @@ def form_pair(
         tau=xp.where(formed, xp.where(defined, tau, xp.nan), block.tau),
         rejected=block.rejected + xp.astype(formed & ~positive, block.rejected.dtype),
     )
-    block = push(block, s, y_hat, formed & positive, config, kernels)
+    block = push(block, s, y_hat, formed & positive, config, kernels, after)
     block = block._replace(  # the snapshot for the next pair
         snapshot_theta=xp.where(boundary, block.average_theta, block.snapshot_theta),
         snapshot_grad=xp.where(boundary, block.average_grad, block.snapshot_grad),
@@ -103,14 +105,14 @@ def push(
     taken: Array,
     config: MLBFGSConfig,
     kernels: Kernels,
+    after: Array | None = None,
 ) -> PureBlock:
     """UpdateHessian (``CurvatureHistory.push`` and ``compact_form``) if ``taken``: store
-    the pair in the oldest slot (one row each, ``Kernels.write_row_if``), then, under
+    the pair in the oldest slot (two rows, ``Kernels.write_pair_if``), then, under
     ``Kernels.cond``, the Gram matrices' new row and column and the middle matrix."""
     capacity = config.history_size
     slot = block.pushed % capacity
-    pairs = kernels.write_row_if(taken, block.pairs, slot, s)
-    pairs = kernels.write_row_if(taken, pairs, capacity + slot, y_hat)
+    pairs = kernels.write_pair_if(taken, block.pairs, slot, s, y_hat, after)
     old = Compact(block.s_dot_y, block.y_dot_y, block.middle, block.gamma, block.pushed)
     new = kernels.cond(
         taken,
