@@ -29,13 +29,14 @@ def test_update_is_eq_5_or_the_released_sums(averaging: str) -> None:
 
 
 def test_stalled_share_of_the_mean_counts_entries_away_from_theta() -> None:
-    """Entry 0 did not move and theta equals M (at the fixed point: not stalled); entry 1
-    did not move although theta differs (stalled); entries 2 and 3 moved (s of 0.5 and 2).
-    One of four."""
-    state = averages([2.0, 4.0, 1.0, 5.0], [0.0] * 4)
-    s = np.asarray([0.0, 0.0, 0.5, 2.0])
-    theta = np.asarray([2.0, 3.0, 7.0, 6.0])
-    assert state.stalled_share(s, theta, 0.5, "mean") == 0.25
+    """Entry 0 did not move and theta equals M (at the fixed point: not stalled); entries
+    1, 4 and 5 did not move although theta differs (stalled); entries 2 and 3 moved (s of
+    0.5 and 2). Three of six, a share no miscounting of these cases gives (one, two, four
+    or six of six)."""
+    state = averages([2.0, 4.0, 1.0, 5.0, 3.0, 7.0], [0.0] * 6)
+    s = np.asarray([0.0, 0.0, 0.5, 2.0, 0.0, 0.0])
+    theta = np.asarray([2.0, 3.0, 7.0, 6.0, 1.0, 8.0])
+    assert state.stalled_share(s, theta, 0.5, "mean") == 0.5
 
 
 def test_stalled_share_of_the_sums_uses_their_fixed_point() -> None:

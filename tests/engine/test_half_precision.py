@@ -197,6 +197,16 @@ def test_stats_warn_when_the_parameter_average_stops_moving() -> None:
     assert stats[0]["average_stalled"] == 1.0
 
 
+def test_an_average_at_its_fixed_point_is_not_stalled() -> None:
+    """Zero gradients: theta never moves and M_theta equals it, so s = 0 without any
+    rounding lost (Eq (5)'s fixed point, not a stall); the share is 0, not 1."""
+    params = [np.linspace(1.0, 2.0, 8)]
+    opt = mlbfgs.MLBFGS(params, lr=0.1, update_every=2)
+    for _ in range(6):
+        opt.step([np.zeros(8)])
+    assert opt.stats()[0]["average_stalled"] == 0.0
+
+
 def test_no_warning_when_the_averages_move() -> None:
     params = half_params("torch", "bfloat16")
     opt, _ = run(params)
