@@ -74,6 +74,12 @@ def _mlbfgs(problem: Problem, lr: float, options: dict[str, Any]) -> Any:
     return MLBFGS(problem.params, lr=lr, weight_decay=WEIGHT_DECAY, **options)
 
 
+def _mlbfgs_per_tensor(problem: Problem, lr: float, options: dict[str, Any]) -> Any:
+    """mL-BFGS with one curvature block per parameter tensor (``blocks=k`` whole-tensor
+    blocks with k the number of tensors): the block-diagonal Hessian at layer granularity."""
+    return _mlbfgs(problem, lr, {**options, "blocks": len(problem.params)})
+
+
 def _pytorch_optimizer(name: str) -> Callable[[Problem, float, dict[str, Any]], Any]:
     def make(problem: Problem, lr: float, options: dict[str, Any]) -> Any:
         from ...extras import require
@@ -100,6 +106,7 @@ FACTORIES: dict[str, Callable[[Problem, float, dict[str, Any]], Any]] = {
     "shampoo": _pytorch_optimizer("Shampoo"),
     "muon": lambda problem, lr, options: MuonWithAdamW(problem, lr),
     "mlbfgs": _mlbfgs,
+    "mlbfgs per tensor": _mlbfgs_per_tensor,
 }
 """kind -> ``make(problem, lr, options)``."""
 
@@ -179,6 +186,9 @@ PEERS: dict[str, Peer] = {
         # The same step without curvature pairs, which is Adam: what the pairs add.
         mlbfgs_variant("adam no pairs", {"h0": "adam", "warmup": 10**9}, 1e-3),
         mlbfgs_variant("adam T=10", {"h0": "adam", "update_every": 10}, 1e-3),
+        # One block per parameter tensor (issue 17: finer blocks helped in race4).
+        Peer("mL-BFGS tensors", "mlbfgs per tensor", 0.1, {}),
+        Peer("mL-BFGS adam tensors", "mlbfgs per tensor", 1e-3, {"h0": "adam"}),
     )
 }
 """Every optimizer of the race, by label, in the order of the tables."""
