@@ -1,9 +1,9 @@
 """JAX: immutable arrays, so only the pure API (``mlbfgs.jax``, ``core/functional.py``).
 
 The engine writes parameters and state in place and refuses JAX arrays; these kernels
-serve the pure step, where a ring-buffer row is one ``.at[row].set`` rather than the
-generic ``where`` over the whole buffer, and where float64 exists only under
-``jax_enable_x64``.
+serve the pure step, where a push writes its two rows with one ``dynamic_update_slice``
+rather than the generic ``where`` over the whole buffer, where ``cond`` is
+``jax.lax.cond`` under a trace, and where float64 exists only under ``jax_enable_x64``.
 """
 
 from __future__ import annotations

@@ -159,10 +159,8 @@ class Kernels:
         tell (ignored here)."""
 
         def write(pairs: Array, s: Array, y_hat: Array) -> Array:
-            xp, capacity = self.xp, int(pairs.shape[0]) // 2
-            rows = xp.arange(2 * capacity, dtype=slot.dtype, device=device(pairs))[:, None]
-            pairs = xp.where(rows == slot, s[None, :], pairs)
-            return xp.where(rows == capacity + slot, y_hat[None, :], pairs)
+            pairs = set_row(self.xp, pairs, slot, s)
+            return set_row(self.xp, pairs, int(pairs.shape[0]) // 2 + slot, y_hat)
 
         return self.cond(predicate, write, lambda pairs, s, y_hat: pairs, pairs, s, y_hat)
 
@@ -194,6 +192,13 @@ class Kernels:
         if self.mixed(x, y):
             return self._project_wide(self.xp.reshape(x, (1, -1)), y)[0]
         return self.xp.vecdot(x, y)
+
+
+def set_row(xp: Namespace, matrix: Array, row: Array, vector: Array) -> Array:
+    """A new ``matrix`` with row ``row`` (a 0-d integer array) replaced by ``vector``: the
+    array API has no functional index update, so a ``where`` over the whole matrix."""
+    rows = xp.arange(int(matrix.shape[0]), dtype=row.dtype, device=device(matrix))
+    return xp.where((rows == row)[:, None], vector[None, :], matrix)
 
 
 def _slices(pairs: Array, g: Array) -> list[slice]:

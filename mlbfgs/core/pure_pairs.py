@@ -14,7 +14,7 @@ from array_api_compat import device
 from .config import MLBFGSConfig
 from .damping import damping_tau_array
 from .initial_matrix import bias_correction, root_of_delta
-from .kernels import Kernels
+from .kernels import Kernels, set_row
 from .preconditioner import middle_matrix
 from .pure_state import PureBlock
 from .types import Array, Namespace
@@ -146,9 +146,3 @@ def compact_after_push(
         gamma = s_dot_y[slot, slot] / y_dot_y[slot, slot]
     middle = middle_matrix(xp, s_dot_y, y_dot_y, slots, gamma, valid=positions < count)
     return Compact(s_dot_y, y_dot_y, middle, gamma, pushed)
-
-
-def set_row(xp: Namespace, matrix: Array, row: Array, vector: Array) -> Array:
-    """A new small ``matrix`` with row ``row`` replaced by ``vector``."""
-    rows = xp.arange(int(matrix.shape[0]), dtype=row.dtype, device=device(matrix))
-    return xp.where((rows == row)[:, None], vector[None, :], matrix)
