@@ -11,16 +11,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .averages import MomentumAverages
+from .averages import MomentumAverages, stalled_share
 from .config import MLBFGSConfig
 from .curvature import curvature_pair, mix_with_newest, prepare_pair
 from .first_order import heavy_ball, in_warmup
 from .history import CurvatureHistory
-from .initial_matrix import bias_correction, root_of_delta, update_moment
+from .initial_matrix import (
+    delta_root,
+    fixed_gamma,
+    scaled_input,
+    unit_metric_pair,
+    update_moment,
+)
 from .kernels import Kernels
 from .preconditioner import CompactForm, compact_form, precondition
 from .step_norm import BlockSum, direction_scales
-from .types import Array, Namespace
+from .types import Array
 
 
 @dataclass
@@ -39,7 +45,7 @@ class BlockStats:
     """Damping coefficient of the newest pair formed (1.0 when undamped)."""
     average_stalled: float = math.nan
     """Share of M_theta's entries that did not move over the newest pair's T steps
-    although Eq (5) would have moved them (``MomentumAverages.stalled_share``); NaN
+    although Eq (5) would have moved them (``averages.stalled_share``); NaN
     before the first pair is formed."""
 
 
@@ -91,23 +97,10 @@ class Direction:
     """``H g`` (a fresh array), or ``None`` in warm-up."""
 
 
-def scaled_gamma(config: MLBFGSConfig) -> float | None:
-    """``H~_0``'s gamma: fixed at 1 over the diagonal ``H_0`` of ``h0="adam"``, which already
-    sets every coordinate's scale (``core/initial_matrix.py``); else the newest pair's."""
-    return 1.0 if config.h0 == "adam" else None
-
-
 def moment_steps(block: BlockState, t: int) -> int:
     """k of Adam's bias correction at step t: the block's moments took every step but its
     skipped ones."""
     return t - block.stats.skipped_steps
-
-
-def delta_root(block: BlockState, t: int, config: MLBFGSConfig, xp: Namespace) -> Array:
-    """``h0="adam"``'s ``D^{1/2}`` at step t."""
-    assert block.second_moment is not None
-    correction = bias_correction(config.adam_beta2, moment_steps(block, t))
-    return root_of_delta(xp, block.second_moment, correction, config.adam_eps)
 
 
 def is_boundary(t: int, config: MLBFGSConfig) -> bool:
@@ -188,11 +181,14 @@ def adam_input(
 ) -> tuple[Array, Array]:
     """``h0="adam"``: update Adam's moments m and v in place; return ``D^{1/2}`` and
     ``D^{1/2} m^`` (``core/initial_matrix.py``)."""
-    block.second_moment = update_moment(block.second_moment, g * g, config.adam_beta2, kernels)
-    block.momentum_buffer = update_moment(block.momentum_buffer, g, config.momentum, kernels)
-    root = delta_root(block, t, config, kernels.xp)
-    correction = bias_correction(config.momentum, moment_steps(block, t))
-    return root, root * (block.momentum_buffer / correction)
+    block.second_moment = update_moment(
+        block.second_moment, g * g, config.adam_beta2, kernels, in_place=True
+    )
+    block.momentum_buffer = update_moment(
+        block.momentum_buffer, g, config.momentum, kernels, in_place=True
+    )
+    steps = moment_steps(block, t)
+    return scaled_input(kernels.xp, block.momentum_buffer, block.second_moment, steps, config)
 
 
 def block_update(
@@ -209,7 +205,9 @@ def block_update(
     if scale is not None:  # ``direction`` is H g, a fresh array: rescale it in place
         direction *= scale
     if config.h0 != "adam":  # Adam's first moment already carries the momentum
-        direction = heavy_ball(block.momentum_buffer, direction, config.momentum, kernels)
+        direction = heavy_ball(
+            block.momentum_buffer, direction, config.momentum, kernels, in_place=True
+        )
         if config.momentum != 0.0:
             block.momentum_buffer = direction
     theta_next = kernels.descend(item.theta, direction, lr)  # line 11, Eq (2)
@@ -238,31 +236,27 @@ def update_curvature(
     ``theta`` and ``g`` are theta_t and g_t, the last values Eq (5) averaged."""
     averages = block.averages
     assert averages is not None
-    if averages.snapshot_theta is not None:
-        s, y = curvature_pair(averages)  # Eq (6)
-        block.stats.average_stalled = averages.stalled_share(
-            s, theta, config.hessian_momentum, config.averaging
+    if averages.snapshot_theta is not None and averages.snapshot_grad is not None:
+        xp = kernels.xp
+        s, y = curvature_pair(  # Eq (6)
+            averages.theta, averages.grad, averages.snapshot_theta, averages.snapshot_grad
         )
-        if config.h0 == "adam":  # the pair where H_0 is the identity: (D^{-1/2} s, D^{1/2} y)
-            root = delta_root(block, t, config, kernels.xp)
-            s /= root
-            y *= root
+        stalled = stalled_share(
+            xp, s, averages.theta, theta, config.hessian_momentum, config.averaging, xp.float64
+        )
+        block.stats.average_stalled = float(stalled)
+        if config.h0 == "adam":  # the pair where H_0 is the identity
+            assert block.second_moment is not None
+            root = delta_root(xp, block.second_moment, moment_steps(block, t), config)
+            s, y = unit_metric_pair(s, y, root)
         newest = block.history.newest(s.dtype)
         if config.pair_momentum != 0.0 and newest is not None:
-            s, y = mix_with_newest(s, y, newest, config.pair_momentum)
-        outcome = prepare_pair(  # Eq (7)
-            kernels,
-            s,
-            y,
-            damping=config.damping,
-            tau0=config.tau0,
-            sigma_low=config.sigma_low,
-            sigma_high=config.sigma_high,
-        )
-        block.stats.mu, block.stats.tau = outcome.mu, outcome.tau
-        if outcome.accepted:
-            block.history.push(outcome.s, outcome.y_hat, kernels)  # UpdateHessian
-            block.form = compact_form(kernels.xp, block.history, scaled_gamma(config))
+            s, y = mix_with_newest(s, y, *newest, config.pair_momentum)
+        outcome = prepare_pair(kernels, s, y, config)  # Eq (7)
+        block.stats.mu, block.stats.tau = float(outcome.mu), float(outcome.tau)
+        if bool(outcome.accepted):
+            block.history.push(s, outcome.y_hat, kernels)  # UpdateHessian
+            block.form = compact_form(kernels.xp, block.history, fixed_gamma(config))
             block.stats.pairs_pushed += 1
         else:
             block.stats.pairs_rejected += 1

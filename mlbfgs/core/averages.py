@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from array_api_compat import array_namespace
-
 from .config import Averaging
 from .kernels import Kernels
 from .types import Array, Namespace
@@ -38,10 +36,7 @@ class MomentumAverages:
         self, theta: Array, g: Array, beta: float, kernels: Kernels, averaging: Averaging = "mean"
     ) -> None:
         """Eq (5) (or the released sums), in place."""
-        if averaging == "mean":
-            kernels.lerp_all_((self.theta, self.grad), (theta, g), 1.0 - beta)
-        else:
-            kernels.accumulate_all_((self.theta, self.grad), (theta, g), beta)
+        update_averages(kernels, (self.theta, self.grad), (theta, g), beta, averaging, True)
 
     def take_snapshot(self, xp: Namespace) -> None:
         """Remember M_theta and M_g at a curvature boundary t = kT for Eq (6) at t + T."""
@@ -52,17 +47,52 @@ class MomentumAverages:
             self.snapshot_theta[...] = self.theta
             self.snapshot_grad[...] = self.grad
 
-    def stalled_share(self, s: Array, theta: Array, beta: float, averaging: Averaging) -> float:
-        """The share of entries of M_theta that did not move over the last T steps
-        (``s == 0`` in Eq (6)) although theta_t is not at the average's fixed point, so
-        that Eq (5) in exact arithmetic would have moved them: the increment
-        ``(1 - beta) * (theta - M)`` was rounded away. Near 0 in float32; most of a
-        bfloat16 average (``core/kernels.py``, ``state_dtype``). A stalled average makes s
-        of Eq (6) rounding, and the pairs with it, while the pairs' statistics look
-        healthy."""
-        xp = array_namespace(s)
-        # The fixed point of Eq (5) is theta itself; of the released sums, theta / (1 - beta).
-        target = self.theta if averaging == "mean" else (1.0 - beta) * self.theta
-        stalled = (s == 0) & (theta != target)
-        n = int(s.shape[0])
-        return float(xp.sum(xp.astype(stalled, xp.int64))) / n if n else 0.0
+
+def update_averages(
+    kernels: Kernels,
+    averages: tuple[Array, Array],
+    values: tuple[Array, Array],
+    beta: float,
+    averaging: Averaging,
+    in_place: bool,
+) -> tuple[Array, Array]:
+    """Eq (5) (or the released sums) for ``(M_theta, M_g)`` and ``(theta_t, g_t)``: in
+    place through the backend's fused kernels (the engine), or as new arrays (the pure
+    step, ``functional.py``)."""
+    if averaging == "mean":
+        if in_place:
+            kernels.lerp_all_(averages, values, 1.0 - beta)
+            return averages
+        theta, grad = (
+            kernels.lerp(a, x, 1.0 - beta) for a, x in zip(averages, values, strict=True)
+        )
+        return theta, grad
+    if in_place:
+        kernels.accumulate_all_(averages, values, beta)
+        return averages
+    theta, grad = (a * beta + x for a, x in zip(averages, values, strict=True))
+    return theta, grad
+
+
+def stalled_share(
+    xp: Namespace,
+    s: Array,
+    average_theta: Array,
+    theta: Array,
+    beta: float,
+    averaging: Averaging,
+    dtype: object,
+) -> Array:
+    """The share of entries of M_theta that did not move over the last T steps (``s == 0``
+    in Eq (6)) although theta_t is not at the average's fixed point, so that Eq (5) in
+    exact arithmetic would have moved them: the increment ``(1 - beta) * (theta - M)`` was
+    rounded away. A 0-d array of ``dtype``; 0 for an empty block.
+
+    Near 0 in float32; most of a bfloat16 average (``core/kernels.py``, ``state_dtype``).
+    A stalled average makes s of Eq (6) rounding, and the pairs with it, while the pairs'
+    statistics look healthy."""
+    # The fixed point of Eq (5) is theta itself; of the released sums, theta / (1 - beta).
+    target = average_theta if averaging == "mean" else (1.0 - beta) * average_theta
+    stalled = xp.astype((s == 0) & (theta != target), dtype)
+    n = int(s.shape[0])
+    return xp.sum(stalled) / n if n else xp.sum(stalled)

@@ -10,43 +10,46 @@
 
 so that ``sigma_L <= s^T y_hat / s^T s <= sigma_H`` (Appendix A.2.4): every stored pair has
 positive curvature and the inverse-Hessian approximation stays positive definite.
+
+mu and tau are 0-d arrays and the cases are chosen with ``where``, never a Python branch
+on their values, so that both shapes of the step (the engine and the pure step that
+``jax.jit`` traces, ``core/functional.py``) compute Eq (7) with these same functions.
 """
 
 from __future__ import annotations
-
-import math
 
 from array_api_compat import array_namespace
 
 from .types import Array, Namespace
 
 
-def damping_tau(mu: float, tau0: float, sigma_low: float, sigma_high: float) -> float:
-    """The damping coefficient tau of Eq (7) for the curvature ratio ``mu = s^T y / s^T s``."""
-    if mu <= sigma_low:
-        return min((1.0 - sigma_low) / (1.0 - mu), tau0)
-    if mu >= sigma_high:
-        return min((sigma_high - 1.0) / (mu - 1.0), tau0)
-    return tau0
-
-
-def damping_tau_array(
+def damping_tau(
     xp: Namespace, mu: Array, tau0: float, sigma_low: float, sigma_high: float
 ) -> Array:
-    """:func:`damping_tau` of a 0-d array, without branching on its value (for
-    ``jax.jit``; ``core/functional.py``): the same three cases, chosen with ``where``."""
+    """The damping coefficient tau of Eq (7) for the curvature ratio ``mu = s^T y / s^T s``
+    (a 0-d array; NaN for a NaN mu)."""
     one = xp.ones_like(mu)
-    low = xp.where(mu <= sigma_low, (1.0 - sigma_low) / xp.where(mu < 1.0, 1.0 - mu, one), one)
-    high = xp.where(mu >= sigma_high, (sigma_high - 1.0) / xp.where(mu > 1.0, mu - 1.0, one), one)
+    # Each case's division, with a harmless denominator where the case does not apply; the
+    # numerators are arrays because torch divides a Python number by a tensor through the
+    # reciprocal, which rounds twice.
+    low = one * (1.0 - sigma_low) / xp.where(mu < 1.0, 1.0 - mu, one)
+    high = one * (sigma_high - 1.0) / xp.where(mu > 1.0, mu - 1.0, one)
     bound = xp.where(mu <= sigma_low, low, xp.where(mu >= sigma_high, high, one * tau0))
-    return xp.minimum(bound, one * tau0)
+    return xp.where(mu == mu, xp.minimum(bound, one * tau0), mu)
 
 
-def curvature_ratio(s_dot_y: float, s_dot_s: float) -> float:
-    """``mu = s^T y / s^T s``; NaN when s is zero or either product is not finite."""
-    if not (math.isfinite(s_dot_s) and math.isfinite(s_dot_y)) or s_dot_s == 0.0:
-        return math.nan
-    return s_dot_y / s_dot_s
+def curvature_ratio(xp: Namespace, s_dot_y: Array, s_dot_s: Array) -> Array:
+    """``mu = s^T y / s^T s`` (0-d arrays); NaN when s is zero or either product is not
+    finite."""
+    defined = xp.isfinite(s_dot_y) & xp.isfinite(s_dot_s) & (s_dot_s != 0.0)
+    ratio = s_dot_y / xp.where(defined, s_dot_s, xp.ones_like(s_dot_s))
+    return xp.where(defined, ratio, xp.full_like(ratio, float("nan")))
+
+
+def damp_with_ratio(s: Array, y: Array, tau: Array) -> Array:
+    """Eq (7)'s ``y_hat = tau * y + (1 - tau) * s``, in the pair's dtype."""
+    xp = array_namespace(s, y)
+    return xp.astype(tau, y.dtype) * y + xp.astype(1.0 - tau, s.dtype) * s
 
 
 def damp(
@@ -58,15 +61,9 @@ def damp(
     then no tau can bound the curvature.
     """
     xp = array_namespace(s, y)
-    mu = curvature_ratio(float(xp.vecdot(s, y)), float(xp.vecdot(s, s)))
-    if math.isnan(mu):
+    wide = xp.float64  # mu as Python's floats computed it
+    mu = curvature_ratio(xp, xp.astype(xp.vecdot(s, y), wide), xp.astype(xp.vecdot(s, s), wide))
+    if bool(xp.isnan(mu)):
         raise ValueError("damp: s must be non-zero and s, y finite")
-    return damp_with_ratio(s, y, mu, tau0, sigma_low, sigma_high)
-
-
-def damp_with_ratio(
-    s: Array, y: Array, mu: float, tau0: float, sigma_low: float, sigma_high: float
-) -> tuple[Array, float]:
-    """Eq (7) for a pair whose ``mu = s^T y / s^T s`` is already known."""
-    tau = damping_tau(mu, tau0, sigma_low, sigma_high)
-    return tau * y + (1.0 - tau) * s, tau
+    tau = damping_tau(xp, mu, tau0, sigma_low, sigma_high)
+    return damp_with_ratio(s, y, tau), float(tau)

@@ -10,18 +10,19 @@ curvature pair) or a ``Kernels.cond`` (the O(Mn) products of a push with the his
 Python ``if`` on NumPy, ``jax.lax.cond`` under a trace), so the same function runs eagerly
 on NumPy and traced on JAX. Only the configuration (static) is branched on in Python.
 
-The mathematics is the core's own: Eq (5) as ``Kernels.lerp_`` computes it, Eq (6)'s
-differences, Eq (7) through :func:`damping_tau_array` (the branch-free twin of
-``damping_tau``, tested equal), Adam's moments (``initial_matrix.py``), the compact form
-(:func:`middle_matrix`, :func:`apply_compact_form`) and step control
-(:func:`direction_scales`). ``tests/jax/test_functional.py`` checks the trajectory against
-the engine's to 1e-12 in float64. The ring buffer needs no slot list: with ``pushed`` pairs
+The mathematics is the core's own, the functions the engine calls: Eq (5)
+(``update_averages``), Eq (6) and (7) with the pair's acceptance (``curvature.py``,
+``damping.py``), Adam's moments (``initial_matrix.py``), the push's Gram products, the
+compact form (:func:`middle_matrix`, :func:`apply_compact_form`) and step control
+(:func:`direction_scales`); ``tests/core/test_two_shapes.py`` checks that both shapes call
+the same ones, and ``tests/jax/test_functional.py`` the trajectory against the engine's in
+float64. The ring buffer needs no slot list: with ``pushed`` pairs
 pushed so far, the next goes to slot ``pushed % M`` and the occupied slots, oldest first,
 are ``(pushed - m + i) % M`` for ``m = min(pushed, M)``.
 
 The state is in ``pure_state.py``, the pairs (Eq (6), (7), the push) in ``pure_pairs.py``.
-Not here (yet): a half-precision history (scaled rows), and the ``average_stalled``
-statistic; half-precision parameters come as float32 vectors (``mlbfgs/jax/blocks.py``).
+Not here: a half-precision history (scaled rows); half-precision parameters come as
+float32 vectors (``mlbfgs/jax/blocks.py``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
+from .averages import update_averages
 from .config import MLBFGSConfig
-from .first_order import apply_weight_decay
-from .initial_matrix import bias_correction
+from .first_order import apply_weight_decay, heavy_ball, in_warmup
+from .initial_matrix import scaled_input, update_moment
 from .kernels import Kernels
 from .preconditioner import apply_compact_form
-from .pure_pairs import delta_root, form_pair
+from .pure_pairs import form_pair
 from .pure_state import PureBlock, PureState, init, init_block
 from .step_norm import direction_scales
 from .types import Array
@@ -135,12 +137,14 @@ def block_direction(
     """Lines 5-10 (``algorithm.block_direction``): Eq (5), the pair formed before the step
     with ``pair_timing="before_step"``, and ``H g``."""
     xp = kernels.xp
-    if config.averaging == "mean":  # Eq (5)
-        theta_avg = lerp(block.average_theta, theta, 1.0 - config.hessian_momentum)
-        grad_avg = lerp(block.average_grad, g, 1.0 - config.hessian_momentum)
-    else:  # the released sums
-        theta_avg = block.average_theta * config.hessian_momentum + theta
-        grad_avg = block.average_grad * config.hessian_momentum + g
+    theta_avg, grad_avg = update_averages(  # Eq (5)
+        kernels,
+        (block.average_theta, block.average_grad),
+        (theta, g),
+        config.hessian_momentum,
+        config.averaging,
+        in_place=False,
+    )
     block = block._replace(  # line 1: the averages start at theta_1 and g_1
         average_theta=xp.where(block.started, theta_avg, theta),
         average_grad=xp.where(block.started, grad_avg, g),
@@ -148,11 +152,10 @@ def block_direction(
     )
     step_input, root = g, None
     if config.h0 == "adam":  # Adam's moments from zero; H acts on D^{1/2} m^
-        second = lerp(block.second_moment, g * g, 1.0 - config.adam_beta2)
-        first = lerp(block.momentum, g, 1.0 - config.momentum)
+        second = update_moment(block.second_moment, g * g, config.adam_beta2, kernels, False)
+        first = update_moment(block.momentum, g, config.momentum, kernels, in_place=False)
         block = block._replace(second_moment=second, momentum=first)
-        root = delta_root(block, t, config, xp)
-        step_input = root * (first / bias_correction(config.momentum, t - block.skipped))
+        root, step_input = scaled_input(xp, first, second, t - block.skipped, config)
     if config.pair_timing == "before_step":
         block = form_pair(block, theta, g, t, boundary, config, kernels)
     first_order = g if root is None else root * step_input
@@ -162,13 +165,8 @@ def block_direction(
     d = apply_compact_form(block.pairs, None, block.middle, gamma, step_input, projection, kernels)
     if root is not None:
         d = d * root
-    preconditions = (t > config.warmup_steps) & (block.pushed > 0)  # line 7
+    preconditions = ~in_warmup(t, config.warmup_steps, block.pushed)  # line 7
     return Prepared(block, first_order, first_order_sq, d, preconditions)
-
-
-def lerp(average: Array, x: Array, weight: float) -> Array:
-    """``(1 - weight) * average + weight * x``, rounded as ``Kernels.lerp_`` rounds it."""
-    return average * (1.0 - weight) + weight * x
 
 
 def block_update(
@@ -188,7 +186,7 @@ def block_update(
     d = p.preconditioned if scale is None else p.preconditioned * scale
     direction = xp.where(p.preconditions, d, p.first_order)
     if config.h0 != "adam" and config.momentum != 0.0:  # heavy ball, from a zero buffer
-        direction = block.momentum * config.momentum + direction
+        direction = heavy_ball(block.momentum, direction, config.momentum, kernels, False)
         block = block._replace(momentum=direction)
     rate = lr if isinstance(lr, float) else xp.astype(lr, theta.dtype)
     update = -(rate * direction)  # line 11, Eq (2): theta + update == theta - lr d exactly

@@ -82,11 +82,10 @@ class CurvatureHistory:
         self._store(slot, s)
         self._store(capacity + slot, y_hat)
         # The new row and column of S^T Y and Y^T Y (the new pair included), from the rows
-        # as stored: s against the y_hat rows only, y_hat against every row, so 3Mn values
-        # are read rather than 4Mn.
-        s_row, y_row = self.pairs[slot, :], self.pairs[capacity + slot, :]
-        s_with_y = xp.astype(kernels.project(self.pairs[capacity:, :], s_row), xp.float64)
-        y_with_all = xp.astype(kernels.project(self.pairs, y_row), xp.float64)
+        # as stored.
+        s_with_y, y_with_all = new_products(
+            kernels, self.pairs, self.pairs[slot, :], self.pairs[capacity + slot, :], xp.float64
+        )
         if self.scales is not None:  # back to the pairs' own values (exact: powers of two)
             s_with_y = s_with_y * (self.scales[capacity:] * self.scales[slot])
             y_with_all = y_with_all * (self.scales * self.scales[capacity + slot])
@@ -146,3 +145,15 @@ class CurvatureHistory:
             xp.astype(rows, wide) * xp.astype(xp.take(self.scales, index, axis=0), wide)[:, None]
             for rows, index in ((s_hist, slots), (y_hist, slots + self.capacity))
         )
+
+
+def new_products(
+    kernels: Kernels, pairs: Array, s: Array, y_hat: Array, dtype: object
+) -> tuple[Array, Array]:
+    """The Gram matrices' new row and column when the pair ``(s, y_hat)`` has just been
+    stored in ``pairs``: ``s`` against the y_hat rows, ``y_hat`` against every row (so 3Mn
+    values are read rather than 4Mn), as ``dtype``. Both shapes of the push use it
+    (``CurvatureHistory.push``, ``pure_pairs.compact_after_push``)."""
+    xp, capacity = kernels.xp, int(pairs.shape[0]) // 2
+    s_with_y = xp.astype(kernels.project(pairs[capacity:, :], s), dtype)
+    return s_with_y, xp.astype(kernels.project(pairs, y_hat), dtype)

@@ -34,20 +34,25 @@ heavy-ball buffer's place, so one more than the default); work: O(n) per step.
 
 from __future__ import annotations
 
+from .config import MLBFGSConfig
 from .kernels import Kernels
 from .types import Array, Namespace
 
 
-def update_moment(moment: Array | None, value: Array, decay: float, kernels: Kernels) -> Array:
-    """``moment <- decay * moment + (1 - decay) * value`` in place; from zero at the first
-    step (a new array)."""
+def update_moment(
+    moment: Array | None, value: Array, decay: float, kernels: Kernels, in_place: bool
+) -> Array:
+    """``moment <- decay * moment + (1 - decay) * value``, in place (the engine) or as a
+    new array (the pure step); from zero at the first step (a new array)."""
     if moment is None:
         return (1.0 - decay) * value
+    if not in_place:
+        return kernels.lerp(moment, value, 1.0 - decay)
     kernels.lerp_(moment, value, 1.0 - decay)
     return moment
 
 
-def bias_correction(decay: float, steps: int) -> float:
+def bias_correction(decay: float, steps: int | Array) -> float | Array:
     """``1 - decay^k``: the weight a zero-started moving average has gathered after k steps."""
     return 1.0 - decay**steps
 
@@ -55,3 +60,35 @@ def bias_correction(decay: float, steps: int) -> float:
 def root_of_delta(xp: Namespace, second_moment: Array, correction: float, eps: float) -> Array:
     """``D^{1/2} = 1 / sqrt(sqrt(v / correction) + eps)``: the scaling of m^ and of y."""
     return 1.0 / xp.sqrt(xp.sqrt(second_moment / correction) + eps)
+
+
+def delta_root(
+    xp: Namespace, second_moment: Array, steps: int | Array, config: MLBFGSConfig
+) -> Array:
+    """``D^{1/2}`` after ``steps`` updates of v (the block's steps but its skipped ones)."""
+    correction = bias_correction(config.adam_beta2, steps)
+    return root_of_delta(xp, second_moment, correction, config.adam_eps)
+
+
+def scaled_input(
+    xp: Namespace,
+    first_moment: Array,
+    second_moment: Array,
+    steps: int | Array,
+    config: MLBFGSConfig,
+) -> tuple[Array, Array]:
+    """``(D^{1/2}, D^{1/2} m^)``: H's input where ``H_0`` is the identity, after ``steps``
+    updates of the moments."""
+    root = delta_root(xp, second_moment, steps, config)
+    return root, root * (first_moment / bias_correction(config.momentum, steps))
+
+
+def fixed_gamma(config: MLBFGSConfig) -> float | None:
+    """``H~_0``'s gamma: fixed at 1 over the diagonal ``H_0`` of ``h0="adam"``, which already
+    sets every coordinate's scale; ``None``: the newest pair's (Algorithm 2)."""
+    return 1.0 if config.h0 == "adam" else None
+
+
+def unit_metric_pair(s: Array, y: Array, root: Array) -> tuple[Array, Array]:
+    """A pair in the coordinates where ``H_0`` is the identity: ``(D^{-1/2} s, D^{1/2} y)``."""
+    return s / root, y * root

@@ -77,6 +77,11 @@ class Kernels:
         average *= 1.0 - weight
         average += weight * x
 
+    def lerp(self, average: Array, x: Array, weight: float) -> Array:
+        """:meth:`lerp_` as a new array, rounded as the generic :meth:`lerp_` rounds it (a
+        backend's fused in-place form may round otherwise; the pure step uses this one)."""
+        return average * (1.0 - weight) + weight * x
+
     def lerp_all_(self, averages: Sequence[Array], xs: Sequence[Array], weight: float) -> None:
         """:meth:`lerp_` for several pairs at once (both averages of Eq (5)); fusable."""
         for average, x in zip(averages, xs, strict=True):

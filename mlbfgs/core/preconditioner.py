@@ -44,9 +44,13 @@ def compact_form(
     number fixes ``H_0 = gamma I`` (1.0 where the pairs are scaled by a diagonal H_0)."""
     slots = xp.asarray(history.order, dtype=xp.int64, device=device(history.s_dot_y))
     if gamma is None:
-        newest = history.order[-1]
-        gamma = float(history.s_dot_y[newest, newest]) / float(history.y_dot_y[newest, newest])
+        gamma = float(newest_gamma(history.s_dot_y, history.y_dot_y, history.order[-1]))
     return CompactForm(middle_matrix(xp, history.s_dot_y, history.y_dot_y, slots, gamma), gamma)
+
+
+def newest_gamma(s_dot_y: Array, y_dot_y: Array, newest: int | Array) -> Array:
+    """Algorithm 2's ``gamma = s^T y_hat / y_hat^T y_hat`` of the pair in slot ``newest``."""
+    return s_dot_y[newest, newest] / y_dot_y[newest, newest]
 
 
 def middle_matrix(

@@ -1,8 +1,11 @@
 """The pure step's curvature pairs (``core/functional.py``): Eq (6), Eq (7) and the push
 into the ring buffer, as selections and one ``Kernels.cond``.
 
-Mirrors ``algorithm.update_curvature``, ``curvature.prepare_pair`` and
-``CurvatureHistory.push``; the compact form is the engine's own :func:`middle_matrix`.
+The engine's ``algorithm.update_curvature`` and ``CurvatureHistory.push`` in the pure
+shape: the same functions compute the pair (``curvature.py``), its damping and acceptance,
+the Gram matrices' new products (``history.new_products``), gamma and the compact form
+(``preconditioner.py``); only the state's updates differ (selections here, branches and
+writes in place there).
 """
 
 from __future__ import annotations
@@ -11,19 +14,15 @@ from typing import NamedTuple
 
 from array_api_compat import device
 
+from .averages import stalled_share
 from .config import MLBFGSConfig
-from .damping import damping_tau_array
-from .initial_matrix import bias_correction, root_of_delta
+from .curvature import curvature_pair, mix_with_newest, prepare_pair
+from .history import new_products
+from .initial_matrix import delta_root, fixed_gamma, unit_metric_pair
 from .kernels import Kernels, set_row
-from .preconditioner import middle_matrix
+from .preconditioner import middle_matrix, newest_gamma
 from .pure_state import PureBlock
-from .types import Array, Namespace
-
-
-def delta_root(block: PureBlock, t: Array, config: MLBFGSConfig, xp: Namespace) -> Array:
-    """``h0="adam"``'s ``D^{1/2}`` at step t (``algorithm.delta_root``)."""
-    correction = bias_correction(config.adam_beta2, t - block.skipped)
-    return root_of_delta(xp, block.second_moment, correction, config.adam_eps)
+from .types import Array
 
 
 def form_pair(
@@ -44,40 +43,34 @@ def form_pair(
     run only when a pair is pushed (:func:`push`). ``after``: the step's last read of the
     history (``H g``), which the push must follow (``Kernels.write_pair_if``).
     """
-    xp, gram = kernels.xp, kernels.gram_dtype
-    s = block.average_theta - block.snapshot_theta  # Eq (6)
-    y = block.average_grad - block.snapshot_grad
-    if config.h0 == "adam":  # the pair where H_0 is the identity: (D^{-1/2} s, D^{1/2} y)
-        root = delta_root(block, t, config, xp)
-        s, y = s / root, y * root
+    xp = kernels.xp
+    s, y = curvature_pair(  # Eq (6)
+        block.average_theta, block.average_grad, block.snapshot_theta, block.snapshot_grad
+    )
+    stalled = stalled_share(
+        xp, s, block.average_theta, theta, config.hessian_momentum, config.averaging,
+        kernels.gram_dtype,
+    )  # fmt: skip
+    if config.h0 == "adam":  # the pair where H_0 is the identity
+        root = delta_root(xp, block.second_moment, t - block.skipped, config)
+        s, y = unit_metric_pair(s, y, root)
     capacity = config.history_size
     if config.pair_momentum != 0.0:  # mixed with the newest stored pair, if any
         newest = (block.pushed - 1) % capacity
-        m = config.pair_momentum
-        s_mixed = s * (1.0 - m) + m * block.pairs[newest, :]
-        y_mixed = y * (1.0 - m) + m * block.pairs[capacity + newest, :]
+        s_mixed, y_mixed = mix_with_newest(
+            s, y, block.pairs[newest, :], block.pairs[capacity + newest, :], config.pair_momentum
+        )
         s = xp.where(block.pushed > 0, s_mixed, s)
         y = xp.where(block.pushed > 0, y_mixed, y)
-    s_dot_y, s_dot_s = xp.astype(kernels.dot(s, y), gram), xp.astype(kernels.dot(s, s), gram)
-    defined = xp.isfinite(s_dot_y) & xp.isfinite(s_dot_s) & (s_dot_s != 0.0)
-    mu = xp.where(defined, s_dot_y / xp.where(defined, s_dot_s, xp.ones_like(s_dot_s)), xp.nan)
-    if config.damping:  # Eq (7)
-        tau = damping_tau_array(xp, mu, config.tau0, config.sigma_low, config.sigma_high)
-        y_hat = xp.astype(tau, y.dtype) * y + xp.astype(1.0 - tau, s.dtype) * s
-        curvature = mu * tau + 1.0 - tau
-    else:
-        tau, y_hat, curvature = xp.ones_like(mu), y, mu
-    y_sq = kernels.dot(y_hat, y_hat)
-    positive = (
-        defined & (curvature > float(xp.finfo(s.dtype).eps)) & xp.isfinite(y_sq) & (y_sq > 0.0)
-    )
+    outcome = prepare_pair(kernels, s, y, config)  # Eq (7)
     formed = boundary & block.has_snapshot  # a pair exists at this boundary
     block = block._replace(
-        mu=xp.where(formed, mu, block.mu),
-        tau=xp.where(formed, xp.where(defined, tau, xp.nan), block.tau),
-        rejected=block.rejected + xp.astype(formed & ~positive, block.rejected.dtype),
+        mu=xp.where(formed, outcome.mu, block.mu),
+        tau=xp.where(formed, outcome.tau, block.tau),
+        average_stalled=xp.where(formed, stalled, block.average_stalled),
+        rejected=block.rejected + xp.astype(formed & ~outcome.accepted, block.rejected.dtype),
     )
-    block = push(block, s, y_hat, formed & positive, config, kernels, after)
+    block = push(block, s, outcome.y_hat, formed & outcome.accepted, config, kernels, after)
     block = block._replace(  # the snapshot for the next pair
         snapshot_theta=xp.where(boundary, block.average_theta, block.snapshot_theta),
         snapshot_grad=xp.where(boundary, block.average_grad, block.snapshot_grad),
@@ -130,8 +123,7 @@ def compact_after_push(
     rows, ``y_hat`` against every row, from the rows as stored) and the new compact form."""
     xp, gram, capacity = kernels.xp, kernels.gram_dtype, config.history_size
     slot = old.pushed % capacity
-    s_with_y = xp.astype(kernels.project(pairs[capacity:, :], s), gram)
-    y_with_all = xp.astype(kernels.project(pairs, y_hat), gram)
+    s_with_y, y_with_all = new_products(kernels, pairs, s, y_hat, gram)
     s_dot_y = set_row(xp, old.s_dot_y, slot, s_with_y)
     s_dot_y = set_row(xp, s_dot_y.T, slot, y_with_all[:capacity]).T
     y_dot_y = set_row(xp, old.y_dot_y, slot, y_with_all[capacity:])
@@ -140,9 +132,9 @@ def compact_after_push(
     count = xp.minimum(pushed, capacity)
     positions = xp.arange(capacity, dtype=pushed.dtype, device=device(pairs))
     slots = (pushed - count + positions) % capacity  # oldest first, the empty ones last
-    if config.h0 == "adam":
-        gamma = xp.ones_like(old.gamma)
-    else:
-        gamma = s_dot_y[slot, slot] / y_dot_y[slot, slot]
+    fixed = fixed_gamma(config)
+    gamma = (
+        newest_gamma(s_dot_y, y_dot_y, slot) if fixed is None else xp.full_like(old.gamma, fixed)
+    )
     middle = middle_matrix(xp, s_dot_y, y_dot_y, slots, gamma, valid=positions < count)
     return Compact(s_dot_y, y_dot_y, middle, gamma, pushed)

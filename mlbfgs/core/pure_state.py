@@ -52,6 +52,8 @@ class PureBlock(NamedTuple):
     """``s^T y / s^T s`` of the newest pair formed (NaN before)."""
     tau: Array
     """Eq (7)'s tau of the newest pair formed (NaN before)."""
+    average_stalled: Array
+    """``averages.stalled_share`` when the newest pair was formed (NaN before)."""
 
 
 class PureState(NamedTuple):
@@ -94,6 +96,7 @@ def init_block(
         skipped=scalar(0, xp.int32),
         mu=scalar(float("nan"), gram),
         tau=scalar(float("nan"), gram),
+        average_stalled=scalar(float("nan"), gram),
     )
 
 

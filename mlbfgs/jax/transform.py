@@ -113,6 +113,7 @@ def stats(state: PureState | ShardedState) -> list[dict[str, Any]]:
             "mu": float(block.mu),
             "tau": float(block.tau),
             "gamma": float(block.gamma),
+            "average_stalled": float(block.average_stalled),
         }
         for block in blocks
     ]

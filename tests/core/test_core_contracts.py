@@ -99,8 +99,8 @@ def test_damp_refuses_what_no_tau_can_bound() -> None:
         with pytest.raises(ValueError, match=message):
             damp(s, y, 0.99, 0.01, 1.5)
     for s_dot_y, s_dot_s in [(math.inf, 1.0), (1.0, math.inf), (math.nan, 1.0), (1.0, 0.0)]:
-        assert math.isnan(curvature_ratio(s_dot_y, s_dot_s))
-    assert curvature_ratio(-3.0, 2.0) == -1.5
+        assert math.isnan(curvature_ratio(np, np.asarray(s_dot_y), np.asarray(s_dot_s)))
+    assert curvature_ratio(np, np.asarray(-3.0), np.asarray(2.0)) == -1.5
 
 
 def test_two_loop_without_pairs_is_h0() -> None:
@@ -246,10 +246,11 @@ def test_damped_pair_of_zero_curvature_is_rejected() -> None:
     s = np.array([1.0, 0.0, 0.0])
     y = np.array([-0.5, 1.0, 0.0])  # mu = -0.5
     kernels = Kernels(array_namespace(s))
-    outcome = prepare_pair(kernels, s, y, damping=True, tau0=0.9, sigma_low=0.0, sigma_high=2.0)
-    assert outcome.s is None and outcome.mu == -0.5 and outcome.tau == pytest.approx(1 / 1.5)
-    kept = prepare_pair(kernels, s, -y, damping=True, tau0=0.9, sigma_low=0.0, sigma_high=2.0)
-    assert kept.s is not None  # mu = 0.5 > 0: kept
+    config = MLBFGSConfig(tau0=0.9, sigma_low=0.0, sigma_high=2.0)
+    outcome = prepare_pair(kernels, s, y, config)
+    assert not outcome.accepted and outcome.mu == -0.5 and outcome.tau == pytest.approx(1 / 1.5)
+    kept = prepare_pair(kernels, s, -y, config)
+    assert kept.accepted  # mu = 0.5 > 0: kept
 
 
 def test_gradient_step_norm_needs_every_preconditioned_blocks_gradient_norm() -> None:

@@ -1,4 +1,6 @@
-"""Eq (7): the damped pair's curvature lies in [sigma_low, sigma_high] and tau <= tau0."""
+"""Eq (7): the damped pair's curvature lies in [sigma_low, sigma_high] and tau <= tau0, and
+the library's branch-free tau (``where`` on 0-d arrays, so that ``jax.jit`` can trace it)
+equals the case split as the paper writes it, in plain Python (:func:`reference_tau`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlbfgs.core import damp, damping_tau
+
+
+def reference_tau(mu: float, tau0: float, sigma_low: float, sigma_high: float) -> float:
+    """Eq (7)'s tau with Python branches."""
+    if mu <= sigma_low:
+        return min((1.0 - sigma_low) / (1.0 - mu), tau0)
+    if mu >= sigma_high:
+        return min((sigma_high - 1.0) / (mu - 1.0), tau0)
+    return tau0
+
+
+def tau_of(mu: float, tau0: float, sigma_low: float, sigma_high: float) -> float:
+    return float(damping_tau(np, np.asarray(mu), tau0, sigma_low, sigma_high))
 
 
 @given(
@@ -56,9 +71,9 @@ def test_damped_curvature_is_bounded(
 def test_damping_tau_cases(mu: float, expected: float) -> None:
     """With tau0 = 1 each of the three cases of Eq (7) gives a value the others do not,
     on both sides of each threshold."""
-    assert damping_tau(mu, 1.0, 0.01, 1.5) == pytest.approx(expected, rel=1e-15)
+    assert tau_of(mu, 1.0, 0.01, 1.5) == pytest.approx(expected, rel=1e-15)
     # A smaller tau0 caps every case.
-    assert damping_tau(mu, 0.3, 0.01, 1.5) == pytest.approx(min(expected, 0.3), rel=1e-15)
+    assert tau_of(mu, 0.3, 0.01, 1.5) == pytest.approx(min(expected, 0.3), rel=1e-15)
 
 
 @given(
@@ -73,12 +88,28 @@ def test_damping_tau_is_continuous_at_the_thresholds(
     there), so whether a threshold itself belongs to the band or to the clipped case cannot
     change tau: mutating `<=` into `<` in damping_tau is an equivalent mutant."""
     for threshold in (sigma_low, sigma_high):
-        assert damping_tau(threshold, tau0, sigma_low, sigma_high) == tau0
+        assert tau_of(threshold, tau0, sigma_low, sigma_high) == tau0
         # Moving mu by d moves the clipped tau by about d / |1 - threshold| relative, and
         # |1 - threshold| >= 1e-3 here: below 1e-7 for d = 1e-12 max(1, threshold).
         for side in (-1.0, 1.0):
             near = threshold + side * 1e-12 * max(1.0, threshold)
-            assert damping_tau(near, tau0, sigma_low, sigma_high) == pytest.approx(tau0, rel=1e-6)
+            assert tau_of(near, tau0, sigma_low, sigma_high) == pytest.approx(tau0, rel=1e-6)
+
+
+@given(
+    st.floats(-10.0, 10.0),
+    st.floats(0.05, 1.0),
+    st.floats(0.0, 0.99),
+    st.floats(1.01, 10.0),
+)
+def test_branch_free_tau_equals_the_case_split(
+    mu: float, tau0: float, low: float, high: float
+) -> None:
+    assert tau_of(mu, tau0, low, high) == reference_tau(mu, tau0, low, high)
+
+
+def test_tau_of_an_undefined_ratio_is_nan() -> None:
+    assert np.isnan(tau_of(float("nan"), 0.99, 0.01, 1.5))
 
 
 def test_damp_rejects_zero_s() -> None:
@@ -91,11 +122,10 @@ def test_pair_whose_damped_y_underflows_is_rejected() -> None:
     0.01, but y_hat = tau y + (1 - tau) s rounds to -2^-24 + 2^-24 = 0; gamma = s^T y_hat /
     y_hat^T y_hat would not exist, so the pair must be rejected rather than pushed."""
     from mlbfgs.backends import kernels_for
-    from mlbfgs.core import prepare_pair
+    from mlbfgs.core import MLBFGSConfig, prepare_pair
 
     s = np.full(4, 2.0**-24, dtype=np.float16)
-    outcome = prepare_pair(
-        kernels_for(np), s, -3 * s, damping=True, tau0=0.99, sigma_low=0.01, sigma_high=1.5
-    )
+    config = MLBFGSConfig(tau0=0.99, sigma_low=0.01, sigma_high=1.5)
+    outcome = prepare_pair(kernels_for(np), s, -3 * s, config)
     assert outcome.mu == -3.0
     assert not outcome.accepted

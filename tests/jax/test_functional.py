@@ -36,7 +36,6 @@ import mlbfgs
 from mlbfgs.backends import kernels_for
 from mlbfgs.core import MLBFGSConfig
 from mlbfgs.core import functional as pure
-from mlbfgs.core.damping import damping_tau, damping_tau_array
 from mlbfgs.core.pieces import resolve_blocks
 
 jax = pytest.importorskip("jax")
@@ -196,53 +195,12 @@ def test_eager_jax_update_follows_the_engine(problem: dict[str, Any]) -> None:
         event(assert_follows_engine(problem, jax_path(problem, jit=False), "eager JAX"))
 
 
-@settings(max_examples=10 * EXAMPLES, deadline=None)
-@given(
-    st.floats(-10.0, 10.0),
-    st.floats(0.05, 1.0),
-    st.floats(0.0, 0.99),
-    st.floats(1.01, 10.0),
-)
-def test_branch_free_damping_equals_the_branching_one(
-    mu: float, tau0: float, low: float, high: float
-) -> None:
-    array = damping_tau_array(np, np.asarray(mu), tau0, low, high)
-    assert float(array) == damping_tau(mu, tau0, low, high)
-
-
 def assert_close(found: list[Any], expected: list[Any]) -> None:
     """Relative in norm, leaf by leaf, within :data:`TOLERANCE`."""
     for a, b in zip(found, expected, strict=True):
         a, b = np.asarray(a), np.asarray(b)
         assert np.all(np.isfinite(a))
         assert float(np.linalg.norm(a - b)) <= TOLERANCE * float(np.linalg.norm(b))
-
-
-def test_both_shapes_run_the_same_core_functions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine and the pure step reach the compact form's middle matrix, its product
-    and step control through the same function objects (one algorithm, two shapes)."""
-    from mlbfgs.core import preconditioner, pure_pairs, step_norm
-
-    assert pure_pairs.middle_matrix is preconditioner.middle_matrix
-    assert pure.apply_compact_form is preconditioner.apply_compact_form
-    assert pure.direction_scales is step_norm.direction_scales
-    calls: dict[str, int] = {"engine": 0, "pure": 0}
-    original = preconditioner.middle_matrix
-
-    def counting(who: str) -> Any:
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            calls[who] += 1
-            return original(*args, **kwargs)
-
-        return wrapped
-
-    monkeypatch.setattr(preconditioner, "middle_matrix", counting("engine"))
-    monkeypatch.setattr(pure_pairs, "middle_matrix", counting("pure"))
-    options = {"update_every": 1, "history_size": 2, "hessian_momentum": 0.9, "h0": "gamma"}
-    problem = {"shapes": [(4,)], "options": options, "blocks": None,
-               "lr": 0.1, "steps": 6, "seed": 0, "nan_at": None}  # fmt: skip
-    assert_follows_engine(problem, numpy_pure_path(problem), "pure step on NumPy")
-    assert calls["engine"] > 0 and calls["pure"] > 0
 
 
 def quadratic_run(
