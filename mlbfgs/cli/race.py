@@ -1,7 +1,8 @@
 """``mlbfgs reproduce race``: an AlgoPerf-style race of optimizers (``experiments/race``).
 
-Ten workloads (the convergence suite's seven tasks, a character-level transformer LM,
-a deep autoencoder, AlgoPerf's MNIST MLP), nine optimizers (SGD, AdamW, NAdamW, SOAP,
+Twelve workloads (the convergence suite's seven tasks, a character-level transformer LM,
+a deep autoencoder, AlgoPerf's MNIST MLP, the suite's quadratics made diagonal), nine
+optimizers (SGD, AdamW, NAdamW, SOAP,
 Shampoo, Muon, mL-BFGS and its paper and released presets), each tuned with the same
 budget: a five-point lr grid around its default on seed 0, widened by one point at an
 edge. Each workload's target is the best baseline's (AdamW, NAdamW, SGD) median final
@@ -38,7 +39,7 @@ DEFAULT_LABEL = "mL-BFGS"
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--workloads", help="comma-separated workload names (default: all ten)")
+    parser.add_argument("--workloads", help="comma-separated workload names (default: all twelve)")
     parser.add_argument("--optimizers", help="comma-separated optimizer labels (default: all)")
     parser.add_argument(
         "--jobs",

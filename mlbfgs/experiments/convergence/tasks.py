@@ -93,14 +93,15 @@ class Classifier(Problem):
 class NoisyQuadratic(Problem):
     """``L = 1/2 theta^T B theta`` with stochastic gradients ``B theta + noise``.
 
-    B is block diagonal with randomly rotated 100 x 100 blocks (so neither a diagonal
-    preconditioner such as Adam's nor a coordinate-wise one sees its eigenbasis) and
-    eigenvalues log-spaced over ``[largest / condition, largest]``. Mini-batch t has loss
+    B is block diagonal with randomly rotated ``block x block`` blocks (100 in the suite,
+    so neither a diagonal preconditioner such as Adam's nor a coordinate-wise one sees its
+    eigenbasis; 1 gives a diagonal B, the race's ``quad-diag-*``) and eigenvalues
+    log-spaced over ``[largest / condition, largest]``. Mini-batch t has loss
     ``L + n_t^T theta`` with ``n_t ~ N(0, noise^2 I)``, whose gradient is exactly that.
     """
 
-    def __init__(self, n: int, condition: float, noise: float, seed: int) -> None:
-        block, largest = 100, 10.0
+    def __init__(self, n: int, condition: float, noise: float, seed: int, block: int = 100) -> None:
+        largest = 10.0
         rng = np.random.default_rng([seed, 7])
         eigenvalues = rng.permutation(np.geomspace(largest / condition, largest, n))
         rotations = np.linalg.qr(rng.standard_normal((n // block, block, block)))[0]

@@ -1,7 +1,8 @@
 """The race's protocol, fixed before any result was read (issue 17).
 
 1. Workloads: the convergence suite's seven tasks (their budgets and training-loss
-   metric) and ``lm-char``, ``autoencoder``, ``mnist-mlp`` (``workloads.py``). Every
+   metric), ``lm-char``, ``autoencoder``, ``mnist-mlp`` and the suite's two quadratics made
+   diagonal, ``quad-diag-1e2`` and ``quad-diag-1e6`` (``workloads.py``). Every
    optimizer starts from the seed's weights and sees the seed's batches.
 2. Every optimizer: weight decay 0, the suite's cosine schedule to 0.001x over the
    budget, no warm-up beyond what the optimizer does itself.

@@ -1,4 +1,5 @@
-"""The race's workloads: the convergence suite's seven tasks and three more.
+"""The race's workloads: the convergence suite's seven tasks, three more, and the suite's
+two quadratics made diagonal.
 
 A workload is a convergence ``Task`` (budget, seeded ``build``), so the machinery that
 trains and evaluates the suite's tasks trains these too. Each problem may also define
@@ -15,7 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..convergence.tasks import SGD_GRID, TASKS, Classifier, Problem, Split, Task, seeded
+from ..convergence.tasks import (
+    QUADRATIC_GRID,
+    SGD_GRID,
+    TASKS,
+    Classifier,
+    NoisyQuadratic,
+    Problem,
+    Split,
+    Task,
+    seeded,
+)
 from ..schedule import batch_order
 from .lm import CharLM, describe_corpus
 
@@ -142,8 +153,34 @@ NEW: dict[str, Task] = {
     )
 }
 
-WORKLOADS: dict[str, Task] = {**TASKS, **NEW}
-"""Every workload of the race, by name: the suite's seven tasks, then the three new ones."""
+
+def _diagonal(condition: float) -> Callable[[int, int], Problem]:
+    def build(seed: int, iterations: int) -> Problem:
+        return NoisyQuadratic(10_000, condition, 0.1, seed, block=1)
+
+    return build
+
+
+DIAGONAL: dict[str, Task] = {
+    f"quad-diag-{name}": Task(
+        f"quad-diag-{name}",
+        f"noisy diagonal quadratic, n = 1e4, condition {name}, noise 0.1 (the suite's "
+        f"quad-{name} without its rotations)",
+        1000,
+        QUADRATIC_GRID,
+        0.0,
+        False,
+        _diagonal(condition),
+    )
+    for name, condition in (("1e2", 1e2), ("1e6", 1e6))
+}
+"""Issue 17's target on a noisy diagonal quadratic: the suite's quadratics with B diagonal,
+where the paper's step was seen to beat SGD (added, with this definition, before any run
+of them was read)."""
+
+WORKLOADS: dict[str, Task] = {**TASKS, **NEW, **DIAGONAL}
+"""Every workload of the race, by name: the suite's seven tasks, the three new ones, the
+two diagonal quadratics."""
 
 HELD_OUT: dict[str, str] = {
     "lm-char": "validation loss",
