@@ -25,7 +25,7 @@ from .initial_matrix import (
 )
 from .kernels import Kernels
 from .preconditioner import CompactForm, compact_form, precondition
-from .step_norm import BlockSum, direction_scales
+from .step_norm import BlockSum, direction_scales, needs_gradient_norm
 from .types import Array
 
 
@@ -163,7 +163,7 @@ def block_direction(item: BlockInput, t: int, config: MLBFGSConfig, kernels: Ker
     first_order, first_order_sq = item.g, item.grad_sq
     if root is not None:
         first_order = root * g  # D m^, Adam's step
-        if config.step_norm == "gradient":
+        if needs_gradient_norm(config.step_norm):
             first_order_sq = kernels.dot(first_order, first_order)
     if not block.preconditions(t, config):  # line 8: first-order warm-up
         return Direction(first_order, first_order_sq, None)

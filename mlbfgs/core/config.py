@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypedDict, TypeGuard, get_args
 
-StepNorm = Literal["none", "gradient", "unit"]
+StepNorm = Literal["none", "gradient", "trust", "unit"]
 """How the preconditioned direction ``H g`` is rescaled before heavy ball (design §3.7)."""
 Averaging = Literal["mean", "sum"]
 """Eq (5) as written (``"mean"``) or the released code's unnormalised sums (``"sum"``)."""
@@ -97,8 +97,9 @@ class MLBFGSConfig:
     step_norm: StepNorm = "gradient"
     """``"none"``: ``d = H g`` as in the paper. ``"gradient"``: each block's ``H g`` is
     rescaled to the norm of that block's gradient (grafting: H gives the direction, SGD the
-    length, so ``lr`` means the same in warm-up and after). ``"unit"``: ``H g`` divided by
-    its norm over all blocks and ranks (the released code)."""
+    length, so ``lr`` means the same in warm-up and after). ``"trust"``: only a block's
+    ``H g`` longer than its gradient is shortened to the gradient's norm. ``"unit"``:
+    ``H g`` divided by its norm over all blocks and ranks (the released code)."""
     pair_momentum: float = 0.0
     """m of the released code's "double momentum": ``s <- (1-m) s + m s_prev`` and
     ``y <- (1-m) y + m y_hat_prev`` (the newest stored pair) before damping."""

@@ -33,6 +33,7 @@ from ..core import (
 from ..core.config import Hyperparameters, Preset
 from ..core.kernels import state_dtype
 from ..core.pieces import Piece, resolve_blocks
+from ..core.step_norm import needs_gradient_norm
 from ..core.types import Array
 from .distributed import BlockExchange, construct_together, fingerprint
 from .guard import Guard, exclusive
@@ -271,7 +272,7 @@ class MLBFGS:
             projection = grad_sq = None
             if block.preconditions(t, config) and not history_changes:
                 projection = kernels.project(block.history.pairs, g)
-            if projection is None or config.step_norm == "gradient":
+            if projection is None or needs_gradient_norm(config.step_norm):
                 grad_sq = kernels.dot(g, g)  # the probe in warm-up; grafting needs it too
             probes.append([p for p in (projection, grad_sq) if p is not None])
             blocks.append(BlockInput(b, block, theta, g, projection, grad_sq))

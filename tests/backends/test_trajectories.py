@@ -141,7 +141,7 @@ def test_trajectories_match_numpy(backend: Backend, problem: dict[str, Any]) -> 
     conditioning.compare_tame(got, ref, deviation, units, what, eps)
 
 
-@pytest.mark.parametrize("step_norm", ["gradient", "unit"])
+@pytest.mark.parametrize("step_norm", ["gradient", "trust", "unit"])
 def test_step_norms_match_numpy(backend: Backend, step_norm: str) -> None:
     """The step norms (the default one included) on every backend against the NumPy
     engine: float64, a well-conditioned noisy quadratic, 40 steps, three blocks."""

@@ -205,7 +205,7 @@ def test_step_control_options_are_checked_by_name() -> None:
     for kwargs, match in [
         (
             {"step_norm": "length"},
-            r"step_norm must be one of \('none', 'gradient', 'unit'\), got 'length'",
+            r"step_norm must be one of \('none', 'gradient', 'trust', 'unit'\), got 'length'",
         ),
         ({"pair_momentum": 1.0}, r"pair_momentum must be in \[0, 1\), got 1.0"),
         ({"pair_momentum": -0.1}, r"pair_momentum must be in \[0, 1\)"),
@@ -220,7 +220,7 @@ def test_step_control_options_are_checked_by_name() -> None:
         mlbfgs.MLBFGSConfig.from_preset(None, speed=1.0)
 
 
-@pytest.mark.parametrize("step_norm", ["gradient", "unit"])
+@pytest.mark.parametrize("step_norm", ["gradient", "trust", "unit"])
 def test_a_zero_gradient_takes_no_step_under_the_step_norms(step_norm: str) -> None:
     """H 0 = 0: a rescaled zero direction stays zero (no 0/0) and the parameters stay."""
     params = [np.array([1.0, -2.0, 0.5])]
@@ -268,3 +268,23 @@ def test_gradient_step_norm_needs_every_preconditioned_blocks_gradient_norm() ->
         "gradient", [0, 1], [None, np.float64(12.0)], [None, d], kernels, None
     )
     assert scales[0] is None and float(scales[1]) == pytest.approx(2.0)
+
+
+def test_trust_only_shortens() -> None:
+    """|d| = sqrt(3) against |g| = 3 (longer gradient): kept (factor 1), where grafting
+    lengthens it by sqrt(3); against |g| = 1: cut to |g| like grafting (1 / sqrt(3))."""
+    from array_api_compat import array_namespace
+
+    from mlbfgs.core import Kernels
+    from mlbfgs.core.step_norm import direction_scales
+
+    d = np.ones(3)
+    kernels = Kernels(array_namespace(d))
+    squares = [np.float64(9.0), np.float64(1.0)]
+    trust = direction_scales("trust", [0, 1], squares, [d, d], kernels, None)
+    graft = direction_scales("gradient", [0, 1], squares, [d, d], kernels, None)
+    assert float(trust[0]) == 1.0 and float(graft[0]) == pytest.approx(3**0.5)
+    assert float(trust[1]) == float(graft[1]) == pytest.approx(3**-0.5)
+    message = "step_norm='trust' needs g^T g of every preconditioned block"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        direction_scales("trust", [0], [None], [d], kernels, None)

@@ -87,7 +87,7 @@ def test_trajectory_matches_reference(seed, blocks, **config) -> None:
     hessian_momentum=st.sampled_from([0.0, 0.5, 0.9]),
     momentum=st.sampled_from([0.0, 0.5]),
     weight_decay=st.sampled_from([0.0, 0.01]),
-    step_norm=st.sampled_from(["none", "gradient", "unit"]),
+    step_norm=st.sampled_from(["none", "gradient", "trust", "unit"]),
     pair_momentum=st.sampled_from([0.0, 0.5, 0.9]),
     averaging=st.sampled_from(["mean", "sum"]),
     restart_grad_average=st.booleans(),

@@ -60,7 +60,7 @@ def problems(draw: st.DrawFn) -> dict[str, Any]:
         "momentum": draw(st.sampled_from([0.0, 0.9])),
         "weight_decay": draw(st.sampled_from([0.0, 0.01])),
         "warmup": draw(st.sampled_from([None, 0, 1])),
-        "step_norm": draw(st.sampled_from(["none", "gradient", "unit"])),
+        "step_norm": draw(st.sampled_from(["none", "gradient", "trust", "unit"])),
         "pair_momentum": draw(st.sampled_from([0.0, 0.5])),
         "averaging": draw(st.sampled_from(["mean", "sum"])),
         "restart_grad_average": draw(st.booleans()),

@@ -96,7 +96,7 @@ def reference_run(
     ``diagnostics["condition"]`` (when a dict is given) receives the largest condition
     number of H at any preconditioned step (H built column by column, so keep blocks
     small): how much any computation of ``H g`` may magnify its rounding relative to the
-    result, which the "gradient" and "unit" step norms carry into the step's length.
+    result, which the "gradient", "trust" and "unit" step norms carry into the step's length.
     """
     params = [p.copy() for p in params]
     before = cfg.pair_timing == "before_step"
@@ -144,6 +144,8 @@ def reference_run(
                 d = first_order
             elif cfg.step_norm == "gradient":
                 d = d * (np.sqrt(first_order @ first_order) / np.sqrt(d @ d))
+            elif cfg.step_norm == "trust":  # only shortens
+                d = d * min(1.0, np.sqrt(first_order @ first_order) / np.sqrt(d @ d))
             elif cfg.step_norm == "unit":
                 d = d / np.sqrt(total)
             if cfg.momentum and cfg.h0 == "gamma":  # Adam's m is the momentum of "adam"

@@ -186,6 +186,9 @@ PEERS: dict[str, Peer] = {
         # The same step without curvature pairs, which is Adam: what the pairs add.
         mlbfgs_variant("adam no pairs", {"h0": "adam", "warmup": 10**9}, 1e-3),
         mlbfgs_variant("adam T=10", {"h0": "adam", "update_every": 10}, 1e-3),
+        # Step control that only shortens (step_norm="trust"): grafting lengthened the
+        # paper's shorter steps on the diagonal quadratic and lost its gain (issue 17).
+        mlbfgs_variant("mL-BFGS trust", {"step_norm": "trust"}),
         # One block per parameter tensor (issue 17: finer blocks helped in race4).
         Peer("mL-BFGS tensors", "mlbfgs per tensor", 0.1, {}),
         Peer("mL-BFGS adam tensors", "mlbfgs per tensor", 1e-3, {"h0": "adam"}),
