@@ -3,9 +3,9 @@
 Run: ``.venv/bin/python benchmarks/step_length.py``. The race's ``quad-diag-1e2`` (the
 noisy diagonal quadratic, seed 0, 1000 steps, the race's cosine schedule from lr 0.0111,
 the lr SGD and the paper's step chose there) trained by ``mlbfgs.torch.MLBFGS`` under
-each ``step_norm``: the final training loss, and the quantiles of ``|H g| / |g|`` over
-the preconditioned steps, before step control (the "norm ratio"). The ratios are read by wrapping the
-core's ``block_direction``, which the engine calls once per block and step.
+each ``step_norm``: the final training loss, and the quantiles of ``|H g| / |g|`` (the
+"norm ratio") over the preconditioned steps, before step control. The ratios are read by
+wrapping the core's ``block_direction``, which the engine calls once per block and step.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .config import MLBFGSConfig
-from .damping import curvature_ratio, damp_with_ratio, damping_tau
+from .damping import curvature_ratio, damped_y, damping_tau
 from .kernels import Kernels
 from .types import Array
 
@@ -62,7 +62,7 @@ def prepare_pair(kernels: Kernels, s: Array, y: Array, config: MLBFGSConfig) -> 
     mu = curvature_ratio(xp, s_dot_y, xp.astype(kernels.dot(s, s), gram))
     if config.damping:
         tau = damping_tau(xp, mu, config.tau0, config.sigma_low, config.sigma_high)
-        y_hat = damp_with_ratio(s, y, tau)
+        y_hat = damped_y(s, y, tau)
         curvature = mu * tau + 1.0 - tau  # s^T y_hat / s^T s (Appendix A.2.4)
     else:
         tau = xp.where(xp.isnan(mu), mu, xp.ones_like(mu))

@@ -46,7 +46,7 @@ def curvature_ratio(xp: Namespace, s_dot_y: Array, s_dot_s: Array) -> Array:
     return xp.where(defined, ratio, xp.full_like(ratio, float("nan")))
 
 
-def damp_with_ratio(s: Array, y: Array, tau: Array) -> Array:
+def damped_y(s: Array, y: Array, tau: Array) -> Array:
     """Eq (7)'s ``y_hat = tau * y + (1 - tau) * s``, in the pair's dtype."""
     xp = array_namespace(s, y)
     return xp.astype(tau, y.dtype) * y + xp.astype(1.0 - tau, s.dtype) * s
@@ -66,4 +66,4 @@ def damp(
     if bool(xp.isnan(mu)):
         raise ValueError("damp: s must be non-zero and s, y finite")
     tau = damping_tau(xp, mu, tau0, sigma_low, sigma_high)
-    return damp_with_ratio(s, y, tau), float(tau)
+    return damped_y(s, y, tau), float(tau)

@@ -50,7 +50,7 @@ EQUATIONS = {
     ("curvature.py", "prepare_pair"),  # Eq (7) and acceptance
     ("damping.py", "curvature_ratio"),
     ("damping.py", "damping_tau"),
-    ("damping.py", "damp_with_ratio"),
+    ("damping.py", "damped_y"),
     ("history.py", "new_products"),  # the push's Gram products
     ("preconditioner.py", "newest_gamma"),
     ("preconditioner.py", "middle_matrix"),
