@@ -189,6 +189,7 @@ PEERS: dict[str, Peer] = {
         # Step control that only shortens (step_norm="trust"): grafting lengthened the
         # paper's shorter steps on the diagonal quadratic and lost its gain (issue 17).
         mlbfgs_variant("mL-BFGS trust", {"step_norm": "trust"}),
+        mlbfgs_variant("mL-BFGS adam trust", {"h0": "adam", "step_norm": "trust"}, 1e-3),
         # One block per parameter tensor (issue 17: finer blocks helped in race4).
         Peer("mL-BFGS tensors", "mlbfgs per tensor", 0.1, {}),
         Peer("mL-BFGS adam tensors", "mlbfgs per tensor", 1e-3, {"h0": "adam"}),
