@@ -16,9 +16,9 @@ The mathematics is the core's own, the functions the engine calls: Eq (5)
 compact form (:func:`middle_matrix`, :func:`apply_compact_form`) and step control
 (:func:`direction_scales`); ``tests/core/test_two_shapes.py`` checks that both shapes call
 the same ones, and ``tests/jax/test_functional.py`` the trajectory against the engine's in
-float64. The ring buffer needs no slot list: with ``pushed`` pairs
-pushed so far, the next goes to slot ``pushed % M`` and the occupied slots, oldest first,
-are ``(pushed - m + i) % M`` for ``m = min(pushed, M)``.
+float64. The ring buffer needs no slot list: with ``pushed`` pairs pushed so far, the next
+goes to slot ``pushed % M`` and the occupied slots, oldest first, are
+``(pushed - m + i) % M`` for ``m = min(pushed, M)``.
 
 The state is in ``pure_state.py``, the pairs (Eq (6), (7), the push) in ``pure_pairs.py``.
 Not here: a half-precision history (scaled rows); half-precision parameters come as
@@ -152,7 +152,9 @@ def block_direction(
     )
     step_input, root = g, None
     if config.h0 == "adam":  # Adam's moments from zero; H acts on D^{1/2} m^
-        second = update_moment(block.second_moment, g * g, config.adam_beta2, kernels, False)
+        second = update_moment(
+            block.second_moment, g * g, config.adam_beta2, kernels, in_place=False
+        )
         first = update_moment(block.momentum, g, config.momentum, kernels, in_place=False)
         block = block._replace(second_moment=second, momentum=first)
         root, step_input = scaled_input(xp, first, second, t - block.skipped, config)
@@ -186,7 +188,7 @@ def block_update(
     d = p.preconditioned if scale is None else p.preconditioned * scale
     direction = xp.where(p.preconditions, d, p.first_order)
     if config.h0 != "adam" and config.momentum != 0.0:  # heavy ball, from a zero buffer
-        direction = heavy_ball(block.momentum, direction, config.momentum, kernels, False)
+        direction = heavy_ball(block.momentum, direction, config.momentum, kernels, in_place=False)
         block = block._replace(momentum=direction)
     rate = lr if isinstance(lr, float) else xp.astype(lr, theta.dtype)
     update = -(rate * direction)  # line 11, Eq (2): theta + update == theta - lr d exactly
