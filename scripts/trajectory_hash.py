@@ -25,6 +25,7 @@ from mlbfgs.backends import kernels_for
 from mlbfgs.core import MLBFGSConfig
 from mlbfgs.core import functional as pure
 from mlbfgs.core.pieces import resolve_blocks
+from mlbfgs.engine.layout import BlockLayout
 
 SHAPES = [(5, 4), (7,), (3, 3)]
 STEPS = 25
@@ -111,24 +112,19 @@ def engine_run(options: dict[str, Any], quadratic: Problem, digest: Any) -> None
 
 def pure_run(options: dict[str, Any], quadratic: Problem, digest: Any) -> None:
     config, kernels = MLBFGSConfig(**options), kernels_for(np)
-    partition = resolve_blocks(2, [int(np.prod(s)) for s in SHAPES], 1)
+    params = [p.copy() for p in quadratic[0]]
+    partition = resolve_blocks(2, [p.size for p in params], 1)
+    layouts = [BlockLayout.of(b, pieces, params) for b, pieces in enumerate(partition)]
 
     def gather(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return [
-            np.concatenate([arrays[i].ravel()[a:b] for i, a, b in pieces]) for pieces in partition
-        ]
+        return [layout.gather(np, arrays) for layout in layouts]
 
-    params = [p.copy() for p in quadratic[0]]
     state = pure.init(np, gather(params), config, np.float64)
     for t in range(STEPS):
         grads = gradients(quadratic, params, t)
         updates, state = pure.step(state, gather(params), gather(grads), 0.1, config, kernels)
-        for update, pieces in zip(updates, partition, strict=True):
-            offset = 0
-            for i, a, b in pieces:
-                flat = params[i].reshape(-1)
-                flat[a:b] = flat[a:b] + update[offset : offset + b - a]
-                offset += b - a
+        for layout, update in zip(layouts, updates, strict=True):
+            layout.scatter(np, layout.gather(np, params) + update, params)
     for p in params:
         digest.update(p.tobytes())
     for block in state.blocks:

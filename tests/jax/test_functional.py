@@ -37,6 +37,7 @@ from mlbfgs.backends import kernels_for
 from mlbfgs.core import MLBFGSConfig
 from mlbfgs.core import functional as pure
 from mlbfgs.core.pieces import resolve_blocks
+from mlbfgs.engine.layout import BlockLayout
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
@@ -114,15 +115,14 @@ def numpy_pure_path(problem: dict[str, Any]) -> np.ndarray:
     """``core.functional`` on NumPy: the parameters at every step, ``(steps + 1, n)``."""
     start, gradient = problem_gradient(problem)
     config = MLBFGSConfig(**problem["options"])
-    partition = resolve_blocks(problem["blocks"], [p.size for p in start], 1)
     kernels = kernels_for(np)
+    params, path = [p.copy() for p in start], []
+    partition = resolve_blocks(problem["blocks"], [p.size for p in start], 1)
+    layouts = [BlockLayout.of(b, pieces, params) for b, pieces in enumerate(partition)]
 
     def gather(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return [
-            np.concatenate([arrays[i].ravel()[a:b] for i, a, b in pieces]) for pieces in partition
-        ]
+        return [layout.gather(np, arrays) for layout in layouts]
 
-    params, path = [p.copy() for p in start], []
     state = pure.init(np, gather(params), config, np.float64)
     for t in range(1, problem["steps"] + 1):
         path.append(conditioning.flat(params))
@@ -130,12 +130,8 @@ def numpy_pure_path(problem: dict[str, Any]) -> np.ndarray:
         updates, state = pure.step(
             state, gather(params), gather(grads), problem["lr"], config, kernels
         )
-        for update, pieces in zip(updates, partition, strict=True):
-            offset = 0
-            for i, a, b in pieces:
-                flat = params[i].reshape(-1)
-                flat[a:b] = flat[a:b] + update[offset : offset + b - a]
-                offset += b - a
+        for layout, update in zip(layouts, updates, strict=True):
+            layout.scatter(np, layout.gather(np, params) + update, params)
     return np.asarray([*path, conditioning.flat(params)])
 
 
