@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from mlbfgs.core import algorithm
+from mlbfgs.experiments.convergence.runs import train
 from mlbfgs.experiments.race.workloads import WORKLOADS
-from mlbfgs.experiments.schedule import cosine
 from mlbfgs.torch import MLBFGS
 
 STEPS, LR = 1000, 0.01111111111
@@ -41,14 +41,8 @@ def main() -> None:
     for step_norm in STEP_NORMS:
         ratios.clear()
         problem = WORKLOADS["quad-diag-1e2"].build(0, STEPS)
-        optimizer, schedule = MLBFGS(problem.params, lr=LR, step_norm=step_norm), cosine(LR, STEPS)
-        for t in range(1, STEPS + 1):
-            for group in optimizer.param_groups:
-                group["lr"] = schedule(t)
-            for p in problem.params:
-                p.grad = None
-            problem.batch_loss(t).backward()
-            optimizer.step()
+        optimizer = MLBFGS(problem.params, lr=LR, step_norm=step_norm)
+        train(problem, optimizer, LR, STEPS, lambda t: False)  # the race's cosine schedule
         low, mid, high = np.quantile(ratios, [0.1, 0.5, 0.9])
         print(f"| {step_norm} | {problem.train_loss():.4f} | {low:.3f} | {mid:.3f} | {high:.3f} |")
 
