@@ -1,14 +1,15 @@
 """``mlbfgs reproduce race``: an AlgoPerf-style race of optimizers (``experiments/race``).
 
 Twelve workloads (the convergence suite's seven tasks, a character-level transformer LM,
-a deep autoencoder, AlgoPerf's MNIST MLP, the suite's quadratics made diagonal), nine
-optimizers (SGD, AdamW, NAdamW, SOAP,
-Shampoo, Muon, mL-BFGS and its paper and released presets), each tuned with the same
+a deep autoencoder, AlgoPerf's MNIST MLP, the suite's quadratics made diagonal), and the
+optimizers of ``experiments/race/peers.py`` (SGD, AdamW, NAdamW, SOAP, Shampoo, Muon,
+mL-BFGS with its presets and the step options under study), each tuned with the same
 budget: a five-point lr grid around its default on seed 0, widened by one point at an
 edge. Each workload's target is the best baseline's (AdamW, NAdamW, SGD) median final
 training metric on seeds 1-3; the race measures steps and seconds to reach it and scores
 them with AlgoPerf's performance profiles (B in [0, 1]). Prints the protocol, a table
-per workload and the scores; writes race.json (every run) and race.png (the profiles).
+per workload and the scores; writes race.json (every run) and race.png (the profiles),
+and each run as it finishes to runs/, from which ``--resume`` continues a stopped race.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def add_arguments(parser: Any) -> None:
         type=positive_float,
         help="each workload's steps times this (default 1; --quick: 0.05)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the runs in --out's runs/ folder (every race writes each run there as "
+        "it finishes) whose key and code match: an interrupted race goes on where it stopped",
+    )
 
 
 def plan(args: argparse.Namespace) -> tuple[Any, list[str], list[str]]:
@@ -86,16 +93,18 @@ def check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.race import run_race, standings, targets, total_runs
+    from ..experiments.race.store import RunStore, code_fingerprint
 
     protocol, workloads, optimizers = plan(args)
+    folder = out_dir(args.out)
+    store = RunStore(folder / "runs", code_fingerprint(), reuse=args.resume)
     print("\n".join(protocol.header(workloads, optimizers, args.jobs)))
     with progress(total_runs(protocol, workloads, optimizers), "race") as update:
-        outcomes = run_race(protocol, workloads, optimizers, args.jobs, update)
+        outcomes = run_race(protocol, workloads, optimizers, args.jobs, update, store=store)
     found = targets(outcomes)
     result = standings(outcomes, found, protocol)
     print()
     print(report(outcomes, found, result))
-    folder = out_dir(args.out)
     raw = _raw(protocol, outcomes, found, result)
     (folder / "race.json").write_text(json.dumps(raw, indent=1))
     print(f"\nplot: {plot(result, folder / 'race.png')}")

@@ -20,6 +20,7 @@ from .peers import BASELINES
 from .protocol import RaceKey, RaceProtocol
 from .runs import RaceResult, run
 from .scoring import profile, ratios, score, taus
+from .store import RunStore, Saving
 
 
 @dataclass
@@ -72,16 +73,21 @@ def run_race(
     jobs: int,
     progress: Callable[[int], None],
     worker: Callable[[RaceKey], RaceResult] = run,
+    store: RunStore | None = None,
 ) -> list[Outcome]:
     """Tune on the tuning seed (widening at an edge), then evaluate on the other seeds.
 
     ``progress(1)`` once per run and once per edge check that adds no run, so that it
-    counts to ``total_runs``.
+    counts to ``total_runs``. With a ``store``, each run is saved as it finishes and the
+    runs it already holds are taken from it instead of run again.
     """
+    if store is not None:
+        worker = Saving(worker, store)
     pairs = [(w, o) for w in workloads for o in optimizers]
     seed = protocol.tuning_seed
     grids = {(w, o): [protocol.key(w, o, lr, seed) for lr in protocol.grid(o)] for w, o in pairs}
-    results = _execute([k for keys in grids.values() for k in keys], jobs, progress, worker)
+    tuning = [k for keys in grids.values() for k in keys]
+    results = _execute(tuning, jobs, progress, worker, store)
 
     extra: list[RaceKey] = []
     for (w, o), keys in grids.items():
@@ -91,14 +97,14 @@ def run_race(
             continue
         keys.append(protocol.key(w, o, lr, seed))
         extra.append(keys[-1])
-    results.update(_execute(extra, jobs, progress, worker))
+    results.update(_execute(extra, jobs, progress, worker, store))
 
     chosen = {pair: choose_lr([results[k] for k in keys]) for pair, keys in grids.items()}
     evaluation = {
         (w, o): [protocol.key(w, o, chosen[w, o], s) for s in protocol.seeds] for w, o in pairs
     }
     flat = [k for keys in evaluation.values() for k in keys]
-    results.update(_execute(flat, jobs, progress, worker))
+    results.update(_execute(flat, jobs, progress, worker, store))
     return [
         Outcome(
             w,
@@ -116,8 +122,12 @@ def _execute(
     jobs: int,
     progress: Callable[[int], None],
     worker: Callable[[RaceKey], RaceResult],
+    store: RunStore | None,
 ) -> dict[RaceKey, RaceResult]:
-    return dict(zip(keys, execute(worker, keys, jobs, progress), strict=True))
+    stored = {k: r for k in keys if store is not None and (r := store.load(k)) is not None}
+    progress(len(stored))
+    missing = [k for k in keys if k not in stored]
+    return stored | dict(zip(missing, execute(worker, missing, jobs, progress), strict=True))
 
 
 def total_runs(protocol: RaceProtocol, workloads: Sequence[str], optimizers: Sequence[str]) -> int:
