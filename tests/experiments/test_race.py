@@ -32,7 +32,13 @@ from mlbfgs.experiments.race import (
     targets,
     total_runs,
 )
-from mlbfgs.experiments.race.peers import FACTORIES, NEEDS, MuonWithAdamW, hidden_matrices
+from mlbfgs.experiments.race.peers import (
+    FACTORIES,
+    NEEDS,
+    MuonWithAdamW,
+    hidden_matrices,
+    unit_blocks,
+)
 from mlbfgs.experiments.race.store import RunStore, code_fingerprint
 
 INF = math.inf
@@ -322,6 +328,27 @@ def test_an_mlbfgs_variant_is_one_entry() -> None:
     assert peer.make(problem, 0.1).defaults["update_every"] == 10
 
 
+def test_unit_blocks_are_weight_rows_with_their_bias() -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1, False)
+    )
+    assert unit_blocks(list(model.parameters())) == [
+        [(0, 0, 3), (1, 0, 1)],
+        [(0, 3, 6), (1, 1, 2)],
+        [(2, 0, 2)],
+    ]
+    conv = [torch.zeros(4, 1, 3, 3), torch.zeros(4), torch.zeros(5, 3), torch.zeros(4)]
+    assert unit_blocks(conv) == [
+        [(0, 0, 36)],
+        [(1, 0, 4)],
+        *([(2, 3 * r, 3 * r + 3)] for r in range(5)),
+        [(3, 0, 4)],
+    ]
+    problem = WORKLOADS["mnist-mlp"].build(0, 2)
+    optimizer = PEERS["mL-BFGS units"].make(problem, 0.1)
+    assert len(optimizer.defaults["blocks"]) == 128 + 10
+
+
 def test_an_optimizer_that_raises_is_a_diverged_run(monkeypatch: pytest.MonkeyPatch) -> None:
     class Boom(torch.optim.SGD):
         calls = 0
@@ -365,6 +392,8 @@ def test_quick_race_defaults_never_diverge(
     assert out.startswith("optimizer race (AlgoPerf-style)") and "B (steps)" in out
     raw = json.loads((tmp_path / "race.json").read_text())
     assert (tmp_path / "race.png").stat().st_size > 10_000
+    made = sum(len(o["grid"]) + len(o["runs"]) for o in raw["outcomes"])
+    assert len(list((tmp_path / "runs").glob("*.json"))) == made  # each run, for --resume
     mine = [o for o in raw["outcomes"] if o["optimizer"] == "mL-BFGS"]
     assert {o["workload"] for o in mine} == set(RaceProtocol.quick().workloads)
     for o in mine:

@@ -80,6 +80,34 @@ def _mlbfgs_per_tensor(problem: Problem, lr: float, options: dict[str, Any]) -> 
     return _mlbfgs(problem, lr, {**options, "blocks": len(problem.params)})
 
 
+def unit_blocks(params: list[torch.Tensor]) -> list[list[tuple[int, int, int]]]:
+    """One block per unit: each row of a 2-D weight, with its bias entry when the next
+    parameter is that layer's bias (same length as the rows); every other tensor (a
+    convolution, an embedding's gain, a lone bias) is one block of its own."""
+    blocks: list[list[tuple[int, int, int]]] = []
+    biases: set[int] = set()
+    for i, p in enumerate(params):
+        if i in biases:
+            continue
+        if p.dim() != 2:
+            blocks.append([(i, 0, p.numel())])
+            continue
+        rows, fan_in = p.shape
+        bias = i + 1 if i + 1 < len(params) and params[i + 1].shape == (rows,) else None
+        for r in range(rows):
+            row = [(i, r * fan_in, (r + 1) * fan_in)]
+            blocks.append(row if bias is None else [*row, (bias, r, r + 1)])
+        if bias is not None:
+            biases.add(bias)
+    return blocks
+
+
+def _mlbfgs_per_unit(problem: Problem, lr: float, options: dict[str, Any]) -> Any:
+    """mL-BFGS with one curvature block per unit (``unit_blocks``): finer than a tensor,
+    and aligned with the layers, where the element-balanced default blocks are not."""
+    return _mlbfgs(problem, lr, {**options, "blocks": unit_blocks(problem.params)})
+
+
 def _pytorch_optimizer(name: str) -> Callable[[Problem, float, dict[str, Any]], Any]:
     def make(problem: Problem, lr: float, options: dict[str, Any]) -> Any:
         from ...extras import require
@@ -107,6 +135,7 @@ FACTORIES: dict[str, Callable[[Problem, float, dict[str, Any]], Any]] = {
     "muon": lambda problem, lr, options: MuonWithAdamW(problem, lr),
     "mlbfgs": _mlbfgs,
     "mlbfgs per tensor": _mlbfgs_per_tensor,
+    "mlbfgs per unit": _mlbfgs_per_unit,
 }
 """kind -> ``make(problem, lr, options)``."""
 
@@ -193,6 +222,9 @@ PEERS: dict[str, Peer] = {
         # One block per parameter tensor (issue 17: finer blocks helped in race4).
         Peer("mL-BFGS tensors", "mlbfgs per tensor", 0.1, {}),
         Peer("mL-BFGS adam tensors", "mlbfgs per tensor", 1e-3, {"h0": "adam"}),
+        # One block per unit (a weight row and its bias): finer still (issue 17).
+        Peer("mL-BFGS units", "mlbfgs per unit", 0.1, {}),
+        Peer("mL-BFGS adam units", "mlbfgs per unit", 1e-3, {"h0": "adam"}),
     )
 }
 """Every optimizer of the race, by label, in the order of the tables."""
