@@ -78,8 +78,8 @@ def run_race(
     """Tune on the tuning seed (widening at an edge), then evaluate on the other seeds.
 
     ``progress(1)`` once per run and once per edge check that adds no run, so that it
-    counts to ``total_runs``. With a ``store``, each run is saved as it finishes and the
-    runs it already holds are taken from it instead of run again.
+    counts to ``total_runs``. With a ``store``, each run is saved as it finishes, and a
+    run the store gives back (``RunStore.reuse``) is taken from it instead of run again.
     """
     if store is not None:
         worker = Saving(worker, store)
