@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from race_fakes import fake_worker
 
 from mlbfgs.cli import main
 from mlbfgs.experiments.convergence.runs import train
@@ -39,7 +40,6 @@ from mlbfgs.experiments.race.peers import (
     hidden_matrices,
     unit_blocks,
 )
-from mlbfgs.experiments.race.store import RunStore, code_fingerprint
 
 INF = math.inf
 
@@ -132,21 +132,6 @@ def test_grids_are_centred_on_each_default() -> None:
     assert RaceProtocol.quick().widened("SGD", 0.1) is None
 
 
-def fake_worker(best_lr: dict[str, float]) -> Callable[[RaceKey], RaceResult]:
-    """Runs whose final metric is |log(lr / best)| + 1 (+ 0.1 x seed), ending at step 10;
-    an lr above 10 x best diverges."""
-
-    def work(key: RaceKey) -> RaceResult:
-        best = best_lr[key.optimizer]
-        final = abs(math.log(key.lr / best)) + 1.0 + 0.1 * key.seed
-        if key.lr > 10 * best:
-            final = math.nan
-        curve = [10.0, 5.0, final]
-        return RaceResult(key, [0, 5, 10], curve, [0.0, 0.5, 1.0])
-
-    return work
-
-
 def test_the_race_widens_at_an_edge_and_evaluates_the_chosen_lr() -> None:
     protocol = RaceProtocol(workloads=("mlp32",), optimizers=("SGD", "AdamW"))
     # SGD's best is beyond the top of its grid (0.9): widened to 2.7. AdamW's is inside.
@@ -159,55 +144,6 @@ def test_the_race_widens_at_an_edge_and_evaluates_the_chosen_lr() -> None:
     assert len(adamw.grid) == 5 and adamw.lr == 1e-3
     assert [r.key.seed for r in sgd.runs] == [1, 2, 3]
     assert {r.key.lr for r in sgd.runs} == {sgd.lr}
-
-
-def test_a_stopped_race_resumes_from_its_stored_runs(tmp_path: Path) -> None:
-    """Every run is stored as it finishes; a resumed race reruns only the missing ones and
-    gives the same outcomes, and a store of other code reuses nothing."""
-    protocol = RaceProtocol(workloads=("mlp32",), optimizers=("SGD", "AdamW"))
-    calls: list[RaceKey] = []
-    fake = fake_worker({"SGD": 3.0, "AdamW": 1e-3})
-
-    def worker(key: RaceKey) -> RaceResult:
-        calls.append(key)
-        return fake(key)
-
-    def race(store: RunStore) -> str:
-        """The outcomes' repr, equal where they are (NaN included)."""
-        counted: list[int] = []
-        outcomes = run_race(protocol, ["mlp32"], ["SGD", "AdamW"], 1, counted.append, worker, store)
-        assert sum(counted) == total_runs(protocol, ["mlp32"], ["SGD", "AdamW"])
-        return repr(outcomes)
-
-    folder = tmp_path / "runs"
-    first = race(RunStore(folder, "code-a"))
-    assert len(calls) == 2 * 5 + 1 + 2 * 3 == len(list(folder.glob("*.json")))
-    calls.clear()
-    assert race(RunStore(folder, "code-a", reuse=False)) == first and len(calls) == 17
-
-    stopped = sorted(folder.glob("*.json"))[:6]  # as if the race had been killed
-    for path in stopped:
-        path.unlink()
-    (folder / "mlp32-half-written.json.1.partial").write_text('{"code": "co')
-    calls.clear()
-    assert race(RunStore(folder, "code-a", reuse=True)) == first
-    assert len(calls) == 6 and {RunStore(folder, "code-a").path(k) for k in calls} == set(stopped)
-    calls.clear()
-    assert race(RunStore(folder, "code-a", reuse=True)) == first and calls == []
-    assert race(RunStore(folder, "code-b", reuse=True)) == first and len(calls) == 17
-
-
-def test_a_stored_run_round_trips_nan_and_errors(tmp_path: Path) -> None:
-    key = RaceKey("mlp32", "SGD", 0.1, 1, 10, 2)
-    result = RaceResult(key, [0, 5, 10], [2.0, math.inf, math.nan], [0.0, 0.1, 0.2], error="E: x")
-    store = RunStore(tmp_path, "code", reuse=True)
-    store.save(result)
-    back = store.load(key)
-    assert back is not None and back.error == "E: x" and back.iterations == [0, 5, 10]
-    assert back.loss[1] == math.inf and math.isnan(back.loss[2]) and math.isnan(back.held_out)
-    assert store.load(RaceKey("mlp32", "SGD", 0.1, 2, 10, 2)) is None
-    assert RunStore(tmp_path, "code").load(key) is None  # not reusing
-    assert len(code_fingerprint()) == 16 and code_fingerprint() == code_fingerprint()
 
 
 def outcome(name: str, finals: list[list[float]], seconds: float = 1.0) -> Outcome:
