@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 
 import mlbfgs
+from mlbfgs.backends import kernels_for
+from mlbfgs.core import MLBFGSConfig
+from mlbfgs.core.algorithm import BlockState, adam_input
+from mlbfgs.core.history import CurvatureHistory
 from mlbfgs.core.initial_matrix import bias_correction
 
 SHAPES = [(4, 3), (5,)]
@@ -79,3 +83,18 @@ def test_bias_correction() -> None:
     assert bias_correction(0.9, 1) == pytest.approx(0.1)
     assert bias_correction(0.0, 1) == 1.0
     assert bias_correction(0.999, 2) == pytest.approx(1 - 0.999**2)
+
+
+def test_the_engine_updates_adams_moments_in_place() -> None:
+    """The engine's ``adam_input`` writes m and v into the block's own arrays, as it does
+    the heavy-ball buffer: no new array per step (views handed out, such as the torch
+    adapter's ``optimizer.state``, stay live), and on CuPy the fused in-place kernel."""
+    kernels = kernels_for(np)
+    config = MLBFGSConfig(h0="adam", momentum=0.5, adam_beta2=0.75)
+    block = BlockState(history=CurvatureHistory.empty(np, 2, 3, np.float64, None))
+    block.momentum_buffer, block.second_moment = np.full(3, 2.0), np.full(3, 4.0)
+    first, second = block.momentum_buffer, block.second_moment
+    adam_input(block, np.asarray([1.0, -2.0, 0.0]), 2, config, kernels)
+    assert block.momentum_buffer is first and block.second_moment is second
+    np.testing.assert_array_equal(first, [1.5, 0.0, 1.0])  # exact in binary
+    np.testing.assert_array_equal(second, [3.25, 4.0, 3.0])
