@@ -102,7 +102,6 @@ def read_state(
                 fresh_block(layouts[b]),
                 state_dtype(xp, params[layouts[b].indices[0]].dtype),
                 second_moment,
-                params[layouts[b].indices[0]].dtype,
             )
             for b in exchange.owned
         }

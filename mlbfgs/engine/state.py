@@ -88,7 +88,6 @@ def decode_block(
     template: BlockState,
     vector_dtype: object,
     second_moment: bool = False,
-    param_dtype: object | None = None,
 ) -> BlockState:
     """Rebuild a block from ``state``, checking every value against ``template``.
 
@@ -99,9 +98,7 @@ def decode_block(
     state (``core.kernels.state_dtype`` of its parameters' dtype); nothing of it is
     modified. History pairs may arrive widened (a ``.npz`` file holds bfloat16 as float32,
     torch's ``load_state_dict`` casts to the parameters' dtype): they are narrowed back if
-    every value is exact in the history's dtype. Vectors and pairs in ``param_dtype``, the
-    parameters' half precision where the state is float32, are what mlbfgs wrote before
-    it kept such state in float32: they are widened (exactly).
+    every value is exact in the history's dtype.
     """
     like = template.history.pairs
     n = int(like.shape[1])
@@ -112,16 +109,13 @@ def decode_block(
             raise TypeError(f"state[{prefix + key!r}] is a {type(value).__name__}, not an array")
         result = xp.asarray(value, device=device(like), copy=True)
         wider = widened and _wider(xp, result.dtype, dtype)
-        older = param_dtype is not None and result.dtype == param_dtype != dtype
-        if tuple(result.shape) != shape or (result.dtype != dtype and not (wider or older)):
+        if tuple(result.shape) != shape or (result.dtype != dtype and not wider):
             raise ValueError(
                 f"state[{prefix + key!r}] has shape {tuple(result.shape)} and dtype "
                 f"{result.dtype}; expected {shape} and {dtype}"
             )
         if not bool(xp.all(xp.isfinite(result))):
             raise ValueError(f"state[{prefix + key!r}] holds NaN or infinity")
-        if older:
-            return xp.astype(result, dtype)
         if result.dtype != dtype:
             narrowed = xp.astype(result, dtype)
             if not bool(xp.all(xp.astype(narrowed, result.dtype) == result)):
@@ -171,12 +165,7 @@ def decode_block(
         **{name: count(state, prefix + "stats." + name) for name in _COUNTERS},
         mu=real(state, prefix + "stats.mu"),
         tau=real(state, prefix + "stats.tau"),
-        # absent from states written before it existed: not measured yet
-        average_stalled=(
-            real(state, prefix + "stats.average_stalled")
-            if prefix + "stats.average_stalled" in state
-            else math.nan
-        ),
+        average_stalled=real(state, prefix + "stats.average_stalled"),
     )
     if stats.pairs_pushed < len(order):
         raise ValueError(
