@@ -52,7 +52,10 @@ CORE_TESTS = (
     "tests/core/test_pieces.py",
     "tests/engine/test_validation.py",
     "tests/engine/test_guarantees.py",
-    "tests/core/test_core_contracts.py",
+    "tests/core/test_config.py",
+    "tests/core/test_step_norm.py",
+    "tests/engine/test_report.py",
+    "tests/engine/test_engine.py",
     "tests/backends/test_array_api_strict.py",
     "tests/backends/test_kernels.py",
     "tests/backends/test_trajectories.py",
@@ -75,7 +78,7 @@ AREAS = {
             "mlbfgs/core/preconditioner.py",
             "mlbfgs/engine/state.py",
         ),
-        (*CORE_TESTS, "tests/engine/test_state.py", "tests/engine/test_engine.py"),
+        (*CORE_TESTS, "tests/engine/test_state.py"),
     ),
     "optimizer": Area(
         ("mlbfgs/engine/optimizer.py", "mlbfgs/engine/loading.py"),
@@ -84,7 +87,6 @@ AREAS = {
             "tests/engine/test_state.py",
             "tests/engine/test_distributed.py",
             "tests/comm/test_collectives.py",
-            "tests/engine/test_engine.py",
         ),
     ),
     "checkpoint": Area(

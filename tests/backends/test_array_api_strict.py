@@ -1,4 +1,5 @@
-"""The core runs unchanged on array_api_strict arrays: it uses only the standard."""
+"""The core runs unchanged on array_api_strict arrays: it uses only the standard, and every
+array it allocates stays on the parameters' device (array_api_strict refuses to mix them)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,30 @@ def test_public_primitives_on_strict_arrays() -> None:
     expected_hat, expected_tau = damp(s[0], -y[0], 0.99, 0.01, 1.5)
     assert tau == expected_tau
     np.testing.assert_array_equal(np.asarray(y_hat), expected_hat)
+
+
+def test_everything_stays_on_the_parameters_device() -> None:
+    """array_api_strict refuses to mix devices, so every array the core allocates (history,
+    Gram matrices, slot indices of the compact form) must be on the parameters' device."""
+    other = xps.Device("device1")
+    rng = np.random.default_rng(4)
+    start = [rng.standard_normal(5), rng.standard_normal((2, 3))]
+    scales = [np.linspace(1.0, 3.0, 5), np.linspace(0.5, 2.0, 6).reshape(2, 3)]
+    results = []
+    for where in (None, other):
+        params = [xps.asarray(p, device=where) for p in start]
+        h = [xps.asarray(c, device=where) for c in scales]
+        opt = mlbfgs.MLBFGS(params, lr=0.1, update_every=2, history_size=2, blocks=2)
+        for _ in range(12):
+            opt.step([c * p for c, p in zip(h, params, strict=True)])
+        assert all(s["pairs_pushed"] == 5 for s in opt.stats())
+        state = opt.state_dict()
+        arrays = [v for v in state.values() if hasattr(v, "device")]
+        assert arrays and all(v.device == (where or xps.Device("CPU_DEVICE")) for v in arrays)
+        assert all(p.device == (where or xps.Device("CPU_DEVICE")) for p in params)
+        for block in opt._blocks.values():
+            chronological = block.history.chronological(xps)
+            assert all(a.device == (where or xps.Device("CPU_DEVICE")) for a in chronological)
+        results.append([np.asarray(p.to_device(xps.Device("CPU_DEVICE"))) for p in params])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,15 +1,18 @@
 """Eq (7): the damped pair's curvature lies in [sigma_low, sigma_high] and tau <= tau0, and
 the library's branch-free tau (``where`` on 0-d arrays, so that ``jax.jit`` can trace it)
-equals the case split as the paper writes it, in plain Python (:func:`reference_tau`)."""
+equals the case split as the paper writes it, in plain Python (:func:`reference_tau`).
+Pairs that no tau can bound are refused, and a pair damped to zero curvature is rejected."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlbfgs.core import damp, damping_tau
+from mlbfgs.core import MLBFGSConfig, curvature_ratio, damp, damping_tau
 
 
 def reference_tau(mu: float, tau0: float, sigma_low: float, sigma_high: float) -> float:
@@ -129,3 +132,35 @@ def test_pair_whose_damped_y_underflows_is_rejected() -> None:
     outcome = prepare_pair(kernels_for(np), s, -3 * s, config)
     assert outcome.mu == -3.0
     assert not outcome.accepted
+
+
+def test_damp_refuses_what_no_tau_can_bound() -> None:
+    message = "^damp: s must be non-zero and s, y finite$"
+    for s, y in [
+        (np.zeros(3), np.ones(3)),
+        (np.ones(3), np.array([1.0, np.inf, 0.0])),
+        (np.array([np.nan, 1.0, 0.0]), np.ones(3)),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            damp(s, y, 0.99, 0.01, 1.5)
+    for s_dot_y, s_dot_s in [(math.inf, 1.0), (1.0, math.inf), (math.nan, 1.0), (1.0, 0.0)]:
+        assert math.isnan(curvature_ratio(np, np.asarray(s_dot_y), np.asarray(s_dot_s)))
+    assert curvature_ratio(np, np.asarray(-3.0), np.asarray(2.0)) == -1.5
+
+
+def test_damped_pair_of_zero_curvature_is_rejected() -> None:
+    """With sigma_low = 0 a pair of negative curvature is damped to s^T y_hat = 0
+    (tau = 1 / (1 - mu)), which R of the compact form cannot invert: rejected."""
+    from array_api_compat import array_namespace
+
+    from mlbfgs.core import Kernels
+    from mlbfgs.core.curvature import prepare_pair
+
+    s = np.array([1.0, 0.0, 0.0])
+    y = np.array([-0.5, 1.0, 0.0])  # mu = -0.5
+    kernels = Kernels(array_namespace(s))
+    config = MLBFGSConfig(tau0=0.9, sigma_low=0.0, sigma_high=2.0)
+    outcome = prepare_pair(kernels, s, y, config)
+    assert not outcome.accepted and outcome.mu == -0.5 and outcome.tau == pytest.approx(1 / 1.5)
+    kept = prepare_pair(kernels, s, -y, config)
+    assert kept.accepted  # mu = 0.5 > 0: kept

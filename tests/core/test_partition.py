@@ -1,8 +1,11 @@
-"""Balanced contiguous block partitions."""
+"""Balanced contiguous block partitions (optimal, by brute force), and the errors of an
+explicit partition, each naming the offending block."""
 
 from __future__ import annotations
 
 import itertools
+import re
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -42,3 +45,32 @@ def test_validate_partition_keeps_explicit_order() -> None:
         validate_partition([[0.5]], 1)
     with pytest.raises(ValueError, match=r"blocks\[0\]"):
         validate_partition([[True]], 2)
+
+
+def test_balanced_partition_is_optimal_on_every_small_case() -> None:
+    """Exhaustive over sizes from {1, 2, 3, 7} and up to 5 tensors: small sizes make ties
+    and off-by-one capacities matter, which large random sizes rarely reach."""
+    for count in range(1, 6):
+        for sizes in itertools.product((1, 2, 3, 7), repeat=count):
+            for parts in range(1, count + 1):
+                blocks = balanced_partition(list(sizes), parts)
+                assert [i for block in blocks for i in block] == list(range(count))
+                assert len(blocks) == parts and all(blocks)
+                load = max(sum(sizes[i] for i in block) for block in blocks)
+                assert load == best_max_load(list(sizes), parts), (sizes, parts, blocks)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        ([[0, 1], [1, 2]], "parameter 1 is in blocks[0] and blocks[1]"),
+        ([[0], [2], [1, 2]], "parameter 2 is in blocks[1] and blocks[2]"),
+        (["01", [2]], "blocks[0] must be a non-empty list of parameter indices"),
+        ([[0, 1], 2], "blocks[1] must be a non-empty list of parameter indices"),
+        ([[0, 1], [2, 3]], "blocks[1] holds index 3, outside [0, 3)"),
+        ([[0, 1]], "blocks must cover every parameter; missing indices [2]"),
+    ],
+)
+def test_validate_partition_messages(blocks: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        validate_partition(blocks, 3)

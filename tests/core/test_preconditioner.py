@@ -1,8 +1,10 @@
 """Algorithm 2 (two_loop), the dense BFGS recursion of Eq (4), and the compact form agree,
 within the rounding the inputs' conditioning allows (tests/support/conditioning.py); and what can be
-proved about H's eigenvalues after damping holds."""
+proved about H's eigenvalues after damping holds; without pairs the recursion is H_0."""
 
 from __future__ import annotations
+
+import re
 
 import conditioning
 import numpy as np
@@ -246,3 +248,16 @@ def test_half_precision_coefficients_are_not_narrowed_to_half() -> None:
     out = compact_product(history, g)
     assert out.dtype == np.float16
     np.testing.assert_allclose(out.astype(np.float64), g.astype(np.float64), atol=2e-2)
+
+
+def test_two_loop_without_pairs_is_h0() -> None:
+    g = np.array([1.0, -2.0, 0.5])
+    empty = np.zeros((0, 3))
+    np.testing.assert_array_equal(two_loop(g, empty, empty), g)
+    np.testing.assert_array_equal(two_loop(g, empty, empty, gamma=0.3), 0.3 * g)
+    message = (
+        "two_loop: s_hist and y_hist must both have shape (m, n) with n = g.shape[0], "
+        "got (2, 3), (2, 4) and g (3,)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        two_loop(g, np.ones((2, 3)), np.ones((2, 4)))

@@ -1,6 +1,7 @@
 """Contracts of ``MLBFGS`` and its checkpoints found missing by mutation testing
 (docs/testing.md): defaults, snapshots that do not alias the optimizer, refused states,
-and ``apply`` only taking this optimizer's latest ``prepare``."""
+``apply`` only taking this optimizer's latest ``prepare``, and weight decay on the first
+step."""
 
 from __future__ import annotations
 
@@ -109,3 +110,13 @@ def test_apply_takes_only_this_optimizers_latest_prepare() -> None:
     with pytest.raises(ValueError, match="latest prepare"):
         opt.apply(mine)  # this optimizer's, but no longer the latest
     assert opt.step_count == 10
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5, 1.0, 2.0])
+def test_weight_decay_is_added_for_every_value(weight_decay: float) -> None:
+    """The first step is SGD on g + wd theta, whatever wd is (1.0 included)."""
+    params = [np.array([1.0, -2.0, 4.0])]
+    opt = mlbfgs.MLBFGS(params, lr=0.25, momentum=0.0, weight_decay=weight_decay)
+    opt.step([np.array([1.0, 1.0, 1.0])])
+    expected = np.array([1.0, -2.0, 4.0]) - 0.25 * (1.0 + weight_decay * np.array([1.0, -2.0, 4.0]))
+    np.testing.assert_array_equal(params[0], expected)
