@@ -8,7 +8,9 @@ import numpy as np
 from problems import NoisyQuadratic
 
 import mlbfgs
-from mlbfgs.core import damp, two_loop
+from mlbfgs.backends import kernels_for
+from mlbfgs.core import MLBFGSConfig, damp, two_loop
+from mlbfgs.core import functional as pure
 
 
 def test_whole_run_on_strict_arrays_matches_numpy() -> None:
@@ -77,3 +79,31 @@ def test_everything_stays_on_the_parameters_device() -> None:
         results.append([np.asarray(p.to_device(xps.Device("CPU_DEVICE"))) for p in params])
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_pure_state_keeps_its_dtypes_on_the_parameters_device() -> None:
+    """``core.functional``'s state, before and after steps: vectors and pairs in the
+    parameters' dtype (float32 here, where array_api_strict's default is float64), the Gram
+    algebra in the given dtype, int32 counters (a jitted step's carry must keep one type),
+    every array on the parameters' device (array_api_strict refuses to mix devices)."""
+    other = xps.Device("device1")
+    thetas = [xps.asarray(np.linspace(-1.0, 1.0, 5), dtype=xps.float32, device=other)]
+    config = MLBFGSConfig(update_every=1, history_size=2)
+    state = pure.init(xps, thetas, config, xps.float64)
+    vectors = {"average_theta", "average_grad", "snapshot_theta", "snapshot_grad", "momentum"}
+    for steps in range(3):
+        if steps:
+            updates, state = pure.step(
+                state, thetas, [3.0 * thetas[0]], 0.1, config, kernels_for(xps)
+            )
+            thetas = [thetas[0] + updates[0]]
+        assert state.step.dtype == xps.int32 and state.step.device == other
+        for name, value in state.blocks[0]._asdict().items():
+            assert value.device == other, name
+            if name in vectors | {"pairs", "second_moment"}:
+                assert value.dtype == xps.float32, name
+            elif name in {"pushed", "rejected", "skipped"}:
+                assert value.dtype == xps.int32, name
+            elif name not in {"started", "has_snapshot"}:
+                assert value.dtype == xps.float64, name
+    assert int(state.blocks[0].pushed) == 1  # the pair paths ran too

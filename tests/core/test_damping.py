@@ -6,6 +6,7 @@ Pairs that no tau can bound are refused, and a pair damped to zero curvature is 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -164,3 +165,13 @@ def test_damped_pair_of_zero_curvature_is_rejected() -> None:
     assert not outcome.accepted and outcome.mu == -0.5 and outcome.tau == pytest.approx(1 / 1.5)
     kept = prepare_pair(kernels, s, -y, config)
     assert kept.accepted  # mu = 0.5 > 0: kept
+
+
+def test_a_curvature_ratio_of_one_divides_by_nothing() -> None:
+    """mu = 1 (y = s: the identity's curvature) is no case of Eq (7) but tau0's: each case's
+    division gets a harmless denominator there, so no division by zero is even computed
+    (NumPy would warn, and the warning would be an error in a strict caller)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tau_of(1.0, 0.9, 0.0, 2.0) == 0.9
+        assert tau_of(1.0, 0.9, 0.5, 1.5) == 0.9

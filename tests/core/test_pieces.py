@@ -205,20 +205,20 @@ def largest_rank_share(sizes: list[int], ranks: int) -> float:
 
 
 @pytest.mark.parametrize(
-    ("total", "same_on"),
+    ("total", "alone", "same_on"),
     [
-        (2 * MIN_BLOCK, [1, 2]),  # two blocks: 4 and 8 ranks need more
-        (4 * MIN_BLOCK, [1, 2, 4]),
-        (85_002, [1, 2, 4, 8]),  # eight blocks
-        (25_557_032, [1, 2, 4, 8]),  # sixteen
-        (10**9, [1, 2, 4, 8]),  # 512
+        (2 * MIN_BLOCK, 2, [1, 2]),  # two blocks: 4 and 8 ranks need more
+        (4 * MIN_BLOCK, 4, [1, 2, 4]),
+        (85_002, 8, [1, 2, 4, 8]),
+        (32 * MIN_BLOCK, 8, [1, 2, 4, 8]),  # DEFAULT_BLOCKS, though MIN_BLOCK allows 32
+        (25_557_032, 16, [1, 2, 4, 8]),  # one per BLOCK_ELEMENTS above 16 of them
+        (10**9, 512, [1, 2, 4, 8]),
     ],
 )
 def test_default_blocks_are_a_power_of_two_the_same_on_1_2_4_and_8_ranks(
-    total: int, same_on: list[int]
+    total: int, alone: int, same_on: list[int]
 ) -> None:
-    alone = default_block_count(total)
-    assert alone & (alone - 1) == 0 and alone >= 2
+    assert default_block_count(total) == alone
     assert [r for r in (1, 2, 4, 8) if default_block_count(total, r) == alone] == same_on
 
 

@@ -331,3 +331,15 @@ def test_bfloat16_leaves_keep_a_float32_state_and_round_once_per_step() -> None:
         assert a.dtype == jnp.bfloat16
         gap = np.abs(np.asarray(a, np.float32) - np.asarray(b))
         assert np.all(gap <= 4 * 2.0**-8 * np.maximum(np.abs(np.asarray(b)), 2.0**-8))
+
+
+def test_an_average_at_its_fixed_point_is_not_stalled_in_the_pure_step() -> None:
+    """As in the engine (``tests/engine/test_half_precision.py``): zero gradients keep theta
+    at M_theta, so s = 0 with no rounding lost; the share is 0, not 1 (on NumPy)."""
+    config = MLBFGSConfig(update_every=2)
+    thetas = [np.linspace(1.0, 2.0, 8)]
+    state = pure.init(np, thetas, config, np.float64)
+    for _ in range(6):
+        updates, state = pure.step(state, thetas, [np.zeros(8)], 0.1, config, kernels_for(np))
+        thetas = [thetas[0] + updates[0]]
+    assert int(state.blocks[0].has_snapshot) and float(state.blocks[0].average_stalled) == 0.0
