@@ -85,11 +85,13 @@ def test_the_pure_state_keeps_its_dtypes_on_the_parameters_device() -> None:
     """``core.functional``'s state, before and after steps: vectors and pairs in the
     parameters' dtype (float32 here, where array_api_strict's default is float64), the Gram
     algebra in the given dtype, int32 counters (a jitted step's carry must keep one type),
-    every array on the parameters' device (array_api_strict refuses to mix devices)."""
+    no second moment without ``h0="adam"``, every array on the parameters' device
+    (array_api_strict refuses to mix devices)."""
     other = xps.Device("device1")
     thetas = [xps.asarray(np.linspace(-1.0, 1.0, 5), dtype=xps.float32, device=other)]
     config = MLBFGSConfig(update_every=1, history_size=2)
     state = pure.init(xps, thetas, config, xps.float64)
+    assert state.blocks[0].second_moment.shape == (0,)
     vectors = {"average_theta", "average_grad", "snapshot_theta", "snapshot_grad", "momentum"}
     for steps in range(3):
         if steps:
@@ -104,6 +106,8 @@ def test_the_pure_state_keeps_its_dtypes_on_the_parameters_device() -> None:
                 assert value.dtype == xps.float32, name
             elif name in {"pushed", "rejected", "skipped"}:
                 assert value.dtype == xps.int32, name
-            elif name not in {"started", "has_snapshot"}:
+            elif name in {"started", "has_snapshot"}:
+                assert value.dtype == xps.bool, name
+            else:
                 assert value.dtype == xps.float64, name
     assert int(state.blocks[0].pushed) == 1  # the pair paths ran too

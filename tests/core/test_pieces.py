@@ -254,3 +254,11 @@ def test_default_blocks_differ_from_one_process_only_where_the_world_needs_it() 
         8,
     ]
     assert resolve_blocks(None, MLP, 4) == resolve_blocks(None, MLP, 1) == balanced_pieces(MLP, 8)
+
+
+def test_default_blocks_are_halved_for_balance_while_they_keep_min_block() -> None:
+    """32 MIN_BLOCK elements on 3 ranks: 8 blocks, and 16, leave the largest rank 12.5% over
+    the even share; 32 hold it 3.1% over (11 of 32), each block still MIN_BLOCK. One
+    MIN_BLOCK fewer and 32 would be too small: the count is the next multiple of 3."""
+    assert default_block_count(32 * MIN_BLOCK, 3) == 32
+    assert default_block_count(31 * MIN_BLOCK, 3) == 9

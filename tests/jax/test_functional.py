@@ -343,3 +343,35 @@ def test_an_average_at_its_fixed_point_is_not_stalled_in_the_pure_step() -> None
         updates, state = pure.step(state, thetas, [np.zeros(8)], 0.1, config, kernels_for(np))
         thetas = [thetas[0] + updates[0]]
     assert int(state.blocks[0].has_snapshot) and float(state.blocks[0].average_stalled) == 0.0
+
+
+def test_the_pure_steps_counters_are_the_engines_stats() -> None:
+    """Pairs pushed and rejected (undamped, on a quadratic with a negative eigenvalue), a
+    skipped step (a NaN at step 5), mu and tau of the last pair: the pure step's state
+    holds what the engine's ``stats()`` reports, counts exactly, ratios to 1e-12."""
+    options = {"update_every": 1, "history_size": 3, "damping": False, "momentum": 0.0}
+    options["hessian_momentum"] = 0.0
+    scale = np.array([1.0, -0.5, 2.0, 0.3])
+
+    def gradient(t: int, theta: np.ndarray) -> np.ndarray:
+        g = scale * theta + 0.01 * np.sin(t * np.arange(4.0))
+        if t == 5:
+            g[0] = np.nan
+        return g
+
+    params = [np.array([1.0, 2.0, -1.0, 0.5])]
+    opt = mlbfgs.MLBFGS(params, lr=0.1, **options)
+    config = MLBFGSConfig(**options)
+    thetas = [params[0].copy()]
+    state = pure.init(np, thetas, config, np.float64)
+    for t in range(1, 13):
+        opt.step([gradient(t, params[0])])
+        updates, state = pure.step(
+            state, thetas, [gradient(t, thetas[0])], 0.1, config, kernels_for(np)
+        )
+        thetas = [thetas[0] + updates[0]]
+    stats, block = opt.stats()[0], state.blocks[0]
+    assert (stats["pairs_pushed"], stats["pairs_rejected"], stats["skipped_steps"]) == (7, 2, 1)
+    assert (int(block.pushed), int(block.rejected), int(block.skipped)) == (7, 2, 1)
+    for name in ("mu", "tau", "average_stalled"):
+        assert float(getattr(block, name)) == pytest.approx(stats[name], rel=1e-12, abs=0.0)
