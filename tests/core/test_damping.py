@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlbfgs.core import MLBFGSConfig, curvature_ratio, damp, damping_tau
+from mlbfgs.backends import kernels_for
+from mlbfgs.core import MLBFGSConfig, curvature_ratio, damp, damping_tau, prepare_pair
 
 
 def reference_tau(mu: float, tau0: float, sigma_low: float, sigma_high: float) -> float:
@@ -125,9 +126,6 @@ def test_pair_whose_damped_y_underflows_is_rejected() -> None:
     """float16: s = 2^-24 and y = -3 s give mu = -3, tau = 0.2475 and a damped curvature of
     0.01, but y_hat = tau y + (1 - tau) s rounds to -2^-24 + 2^-24 = 0; gamma = s^T y_hat /
     y_hat^T y_hat would not exist, so the pair must be rejected rather than pushed."""
-    from mlbfgs.backends import kernels_for
-    from mlbfgs.core import MLBFGSConfig, prepare_pair
-
     s = np.full(4, 2.0**-24, dtype=np.float16)
     config = MLBFGSConfig(tau0=0.99, sigma_low=0.01, sigma_high=1.5)
     outcome = prepare_pair(kernels_for(np), s, -3 * s, config)
@@ -152,14 +150,9 @@ def test_damp_refuses_what_no_tau_can_bound() -> None:
 def test_damped_pair_of_zero_curvature_is_rejected() -> None:
     """With sigma_low = 0 a pair of negative curvature is damped to s^T y_hat = 0
     (tau = 1 / (1 - mu)), which R of the compact form cannot invert: rejected."""
-    from array_api_compat import array_namespace
-
-    from mlbfgs.core import Kernels
-    from mlbfgs.core.curvature import prepare_pair
-
     s = np.array([1.0, 0.0, 0.0])
     y = np.array([-0.5, 1.0, 0.0])  # mu = -0.5
-    kernels = Kernels(array_namespace(s))
+    kernels = kernels_for(np)
     config = MLBFGSConfig(tau0=0.9, sigma_low=0.0, sigma_high=2.0)
     outcome = prepare_pair(kernels, s, y, config)
     assert not outcome.accepted and outcome.mu == -0.5 and outcome.tau == pytest.approx(1 / 1.5)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import mlbfgs
+from mlbfgs.backends import kernels_for
+from mlbfgs.core.step_norm import direction_scales
 
 
 @pytest.mark.parametrize("step_norm", ["gradient", "trust", "unit"])
@@ -28,13 +30,8 @@ def test_a_zero_gradient_takes_no_step_under_the_step_norms(step_norm: str) -> N
 
 
 def test_gradient_step_norm_needs_every_preconditioned_blocks_gradient_norm() -> None:
-    from array_api_compat import array_namespace
-
-    from mlbfgs.core import Kernels
-    from mlbfgs.core.step_norm import direction_scales
-
     d = np.ones(3)
-    kernels = Kernels(array_namespace(d))
+    kernels = kernels_for(np)
     message = "step_norm='gradient' needs g^T g of every preconditioned block"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         direction_scales("gradient", [0, 1], [None, np.float64(4.0)], [d, d], kernels, None)
@@ -47,13 +44,8 @@ def test_gradient_step_norm_needs_every_preconditioned_blocks_gradient_norm() ->
 def test_trust_only_shortens() -> None:
     """|d| = sqrt(3) against |g| = 3 (longer gradient): kept (factor 1), where grafting
     lengthens it by sqrt(3); against |g| = 1: cut to |g| like grafting (1 / sqrt(3))."""
-    from array_api_compat import array_namespace
-
-    from mlbfgs.core import Kernels
-    from mlbfgs.core.step_norm import direction_scales
-
     d = np.ones(3)
-    kernels = Kernels(array_namespace(d))
+    kernels = kernels_for(np)
     squares = [np.float64(9.0), np.float64(1.0)]
     trust = direction_scales("trust", [0, 1], squares, [d, d], kernels, None)
     graft = direction_scales("gradient", [0, 1], squares, [d, d], kernels, None)
