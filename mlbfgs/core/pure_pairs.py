@@ -57,9 +57,9 @@ def form_pair(
     capacity = config.history_size
     if config.pair_momentum != 0.0:  # mixed with the newest stored pair, if any
         newest = (block.pushed - 1) % capacity
-        s_mixed, y_mixed = mix_with_newest(
-            s, y, block.pairs[newest, :], block.pairs[capacity + newest, :], config.pair_momentum
-        )
+        # take, not pairs[newest, :]: the standard indexes by an array only without slices
+        rows = xp.take(block.pairs, xp.stack([newest, capacity + newest]), axis=0)
+        s_mixed, y_mixed = mix_with_newest(s, y, rows[0, :], rows[1, :], config.pair_momentum)
         s = xp.where(block.pushed > 0, s_mixed, s)
         y = xp.where(block.pushed > 0, y_mixed, y)
     outcome = prepare_pair(kernels, s, y, config)  # Eq (7)

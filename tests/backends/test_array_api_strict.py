@@ -3,6 +3,8 @@ array it allocates stays on the parameters' device (array_api_strict refuses to 
 
 from __future__ import annotations
 
+from typing import Any
+
 import array_api_strict as xps
 import numpy as np
 from problems import NoisyQuadratic
@@ -111,3 +113,24 @@ def test_the_pure_state_keeps_its_dtypes_on_the_parameters_device() -> None:
             else:
                 assert value.dtype == xps.float64, name
     assert int(state.blocks[0].pushed) == 1  # the pair paths ran too
+
+
+def test_the_pure_step_with_pair_momentum_uses_only_the_standard() -> None:
+    """The mix with the newest stored pair reads two rows of the history by an array index
+    (``take``; the standard refuses an array index beside a slice), and follows NumPy
+    bitwise on array_api_strict's second device."""
+    config = MLBFGSConfig(update_every=1, history_size=2, pair_momentum=0.9)
+
+    def run(xp: Any, where: Any) -> tuple[Any, int]:
+        thetas = [xp.asarray(np.linspace(-1.0, 1.0, 5), device=where)]
+        state = pure.init(xp, thetas, config, xp.float64)
+        for t in range(8):
+            gradient = 3.0 * thetas[0] + 0.01 * t
+            updates, state = pure.step(state, thetas, [gradient], 0.1, config, kernels_for(xp))
+            thetas = [thetas[0] + updates[0]]
+        return thetas[0], int(state.blocks[0].pushed)
+
+    strict, pushed = run(xps, xps.Device("device1"))
+    reference, reference_pushed = run(np, "cpu")
+    assert pushed == reference_pushed == 7  # the mix ran on 6 of them
+    np.testing.assert_array_equal(np.asarray(strict.to_device(xps.Device("CPU_DEVICE"))), reference)
