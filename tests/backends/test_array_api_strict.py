@@ -7,12 +7,11 @@ from typing import Any
 
 import array_api_strict as xps
 import numpy as np
+from helpers import pure_run
 from problems import NoisyQuadratic
 
 import mlbfgs
-from mlbfgs.backends import kernels_for
 from mlbfgs.core import MLBFGSConfig, damp, two_loop
-from mlbfgs.core import functional as pure
 
 
 def test_whole_run_on_strict_arrays_matches_numpy() -> None:
@@ -90,17 +89,11 @@ def test_the_pure_state_keeps_its_dtypes_on_the_parameters_device() -> None:
     no second moment without ``h0="adam"``, every array on the parameters' device
     (array_api_strict refuses to mix devices)."""
     other = xps.Device("device1")
-    thetas = [xps.asarray(np.linspace(-1.0, 1.0, 5), dtype=xps.float32, device=other)]
-    config = MLBFGSConfig(update_every=1, history_size=2)
-    state = pure.init(xps, thetas, config, xps.float64)
-    assert state.blocks[0].second_moment.shape == (0,)
+    theta = xps.asarray(np.linspace(-1.0, 1.0, 5), dtype=xps.float32, device=other)
     vectors = {"average_theta", "average_grad", "snapshot_theta", "snapshot_grad", "momentum"}
-    for steps in range(3):
-        if steps:
-            updates, state = pure.step(
-                state, thetas, [3.0 * thetas[0]], 0.1, config, kernels_for(xps)
-            )
-            thetas = [thetas[0] + updates[0]]
+
+    def check(state: Any) -> None:
+        assert state.blocks[0].second_moment.shape == (0,)
         assert state.step.dtype == xps.int32 and state.step.device == other
         for name, value in state.blocks[0]._asdict().items():
             assert value.device == other, name
@@ -112,6 +105,9 @@ def test_the_pure_state_keeps_its_dtypes_on_the_parameters_device() -> None:
                 assert value.dtype == xps.bool, name
             else:
                 assert value.dtype == xps.float64, name
+
+    config = MLBFGSConfig(update_every=1, history_size=2)
+    _, state = pure_run(xps, theta, config, lambda t, theta: 3.0 * theta, 2, each=check)
     assert int(state.blocks[0].pushed) == 1  # the pair paths ran too
 
 
@@ -122,13 +118,9 @@ def test_the_pure_step_with_pair_momentum_uses_only_the_standard() -> None:
     config = MLBFGSConfig(update_every=1, history_size=2, pair_momentum=0.9)
 
     def run(xp: Any, where: Any) -> tuple[Any, int]:
-        thetas = [xp.asarray(np.linspace(-1.0, 1.0, 5), device=where)]
-        state = pure.init(xp, thetas, config, xp.float64)
-        for t in range(8):
-            gradient = 3.0 * thetas[0] + 0.01 * t
-            updates, state = pure.step(state, thetas, [gradient], 0.1, config, kernels_for(xp))
-            thetas = [thetas[0] + updates[0]]
-        return thetas[0], int(state.blocks[0].pushed)
+        start = xp.asarray(np.linspace(-1.0, 1.0, 5), device=where)
+        theta, state = pure_run(xp, start, config, lambda t, theta: 3.0 * theta + 0.01 * (t - 1), 8)
+        return theta, int(state.blocks[0].pushed)
 
     strict, pushed = run(xps, xps.Device("device1"))
     reference, reference_pushed = run(np, "cpu")

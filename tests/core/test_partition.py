@@ -24,14 +24,17 @@ def best_max_load(sizes: list[int], parts: int) -> int:
     return best
 
 
+def assert_contiguous_complete_and_optimal(sizes: list[int], parts: int) -> None:
+    blocks = balanced_partition(sizes, parts)
+    assert len(blocks) == parts and all(blocks)
+    assert [i for block in blocks for i in block] == list(range(len(sizes)))
+    load = max(sum(sizes[i] for i in block) for block in blocks)
+    assert load == best_max_load(sizes, parts), (sizes, parts, blocks)
+
+
 @given(sizes=st.lists(st.integers(1, 1000), min_size=1, max_size=9), data=st.data())
 def test_partition_is_contiguous_complete_and_optimal(sizes, data) -> None:
-    parts = data.draw(st.integers(1, len(sizes)))
-    blocks = balanced_partition(sizes, parts)
-    assert len(blocks) == parts
-    assert all(blocks)
-    assert [i for block in blocks for i in block] == list(range(len(sizes)))
-    assert max(sum(sizes[i] for i in block) for block in blocks) == best_max_load(sizes, parts)
+    assert_contiguous_complete_and_optimal(sizes, data.draw(st.integers(1, len(sizes))))
 
 
 def test_partition_rejects_too_many_parts() -> None:
@@ -53,11 +56,7 @@ def test_balanced_partition_is_optimal_on_every_small_case() -> None:
     for count in range(1, 6):
         for sizes in itertools.product((1, 2, 3, 7), repeat=count):
             for parts in range(1, count + 1):
-                blocks = balanced_partition(list(sizes), parts)
-                assert [i for block in blocks for i in block] == list(range(count))
-                assert len(blocks) == parts and all(blocks)
-                load = max(sum(sizes[i] for i in block) for block in blocks)
-                assert load == best_max_load(list(sizes), parts), (sizes, parts, blocks)
+                assert_contiguous_complete_and_optimal(list(sizes), parts)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ import conditioning
 import numpy as np
 import pytest
 from backend_cases import EXAMPLES, seeds
+from helpers import pure_run
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -337,11 +338,7 @@ def test_an_average_at_its_fixed_point_is_not_stalled_in_the_pure_step() -> None
     """As in the engine (``tests/engine/test_half_precision.py``): zero gradients keep theta
     at M_theta, so s = 0 with no rounding lost; the share is 0, not 1 (on NumPy)."""
     config = MLBFGSConfig(update_every=2)
-    thetas = [np.linspace(1.0, 2.0, 8)]
-    state = pure.init(np, thetas, config, np.float64)
-    for _ in range(6):
-        updates, state = pure.step(state, thetas, [np.zeros(8)], 0.1, config, kernels_for(np))
-        thetas = [thetas[0] + updates[0]]
+    _, state = pure_run(np, np.linspace(1.0, 2.0, 8), config, lambda t, theta: np.zeros(8), 6)
     assert int(state.blocks[0].has_snapshot) and float(state.blocks[0].average_stalled) == 0.0
 
 
@@ -360,16 +357,10 @@ def test_the_pure_steps_counters_are_the_engines_stats() -> None:
         return g
 
     params = [np.array([1.0, 2.0, -1.0, 0.5])]
+    _, state = pure_run(np, params[0].copy(), MLBFGSConfig(**options), gradient, 12)
     opt = mlbfgs.MLBFGS(params, lr=0.1, **options)
-    config = MLBFGSConfig(**options)
-    thetas = [params[0].copy()]
-    state = pure.init(np, thetas, config, np.float64)
     for t in range(1, 13):
         opt.step([gradient(t, params[0])])
-        updates, state = pure.step(
-            state, thetas, [gradient(t, thetas[0])], 0.1, config, kernels_for(np)
-        )
-        thetas = [thetas[0] + updates[0]]
     stats, block = opt.stats()[0], state.blocks[0]
     assert (stats["pairs_pushed"], stats["pairs_rejected"], stats["skipped_steps"]) == (7, 2, 1)
     assert (int(block.pushed), int(block.rejected), int(block.skipped)) == (7, 2, 1)

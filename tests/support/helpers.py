@@ -8,11 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from mlbfgs.backends import kernels_for
+from mlbfgs.core import MLBFGSConfig
+from mlbfgs.core import functional as pure
 
 
 def mpiexec() -> str:
@@ -66,3 +71,28 @@ def assert_unchanged(
         if key.endswith(ignore):
             continue
         np.testing.assert_array_equal(np.asarray(new_state[key]), np.asarray(value), err_msg=key)
+
+
+def pure_run(
+    xp: Any,
+    theta: Any,
+    config: MLBFGSConfig,
+    gradient: Callable[[int, Any], Any],
+    steps: int,
+    lr: float = 0.1,
+    each: Callable[[Any], None] | None = None,
+) -> tuple[Any, Any]:
+    """``steps`` steps of the pure step (``core/functional.py``) on one block whose flat
+    parameters start at ``theta``, step t's gradient ``gradient(t, theta)`` (t from 1),
+    the Gram algebra in float64; ``each(state)`` sees the state before step 1 and after
+    every step. Returns the final parameters and state."""
+    state = pure.init(xp, [theta], config, xp.float64)
+    kernels = kernels_for(xp)
+    for t in range(1, steps + 1):
+        if each is not None:
+            each(state)
+        (update,), state = pure.step(state, [theta], [gradient(t, theta)], lr, config, kernels)
+        theta = theta + update
+    if each is not None:
+        each(state)
+    return theta, state
